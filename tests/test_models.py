@@ -1,0 +1,203 @@
+"""Models: every model with every normalization, sizes from the papers, validation, configs."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from trainrepro.config import instantiate, resolve_target
+from trainrepro.errors import ConfigError
+from trainrepro.models import MODELS, create_model
+from trainrepro.norms import NORM_TYPES, NORMS, NormFactory, batch_norm, group_norm, no_norm
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+MODEL_FILES = sorted(CONF.glob("*.yaml"))
+
+# Small settings so each forward/backward takes milliseconds on a CPU.
+SMALL: dict[str, dict[str, Any]] = {
+    "wrn": {"depth": 10, "width": 1},
+    "resnet": {"depth": 18, "width": 8},
+    "lenet5": {},
+    "mobilenetv2": {"width_mult": 0.25},
+}
+# gn with 2 groups divides every layer of the small models (lenet5 has a 6-channel conv).
+NORM_KWARGS: dict[str, dict[str, Any]] = {"gn": {"groups": 2}}
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _build(
+    name: str, norm_layer: NormFactory, in_channels: int = 3, image_size: int = 32, **kwargs: Any
+) -> nn.Module:
+    return MODELS[name](
+        num_classes=10,
+        in_channels=in_channels,
+        image_size=image_size,
+        norm_layer=norm_layer,
+        **{**SMALL[name], **kwargs},
+    )
+
+
+def test_small_settings_cover_every_model() -> None:
+    assert set(SMALL) == set(MODELS)
+
+
+def _forward_backward(name: str, factory: NormFactory, in_channels: int, image_size: int) -> None:
+    torch.manual_seed(0)
+    model = _build(name, factory, in_channels=in_channels, image_size=image_size).train()
+    out = model(torch.randn(4, in_channels, image_size, image_size))
+    assert out.shape == (4, 10)
+    out.logsumexp(dim=1).mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_with_every_norm_on_cifar_shapes(name: str, norm: str) -> None:
+    _forward_backward(name, NORMS[norm](**NORM_KWARGS.get(norm, {})), 3, 32)
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_lenet5_with_every_norm_on_mnist_shapes(norm: str) -> None:
+    _forward_backward("lenet5", NORMS[norm](**NORM_KWARGS.get(norm, {})), 1, 28)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_on_mnist_shapes(name: str) -> None:
+    _forward_backward(name, batch_norm(), 1, 28)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_norm_layers_come_only_from_the_factory(name: str) -> None:
+    plain = _build(name, no_norm())
+    assert not any(isinstance(m, NORM_TYPES) for m in plain.modules())
+    bn = _build(name, batch_norm())
+    kinds = {type(m) for m in bn.modules() if isinstance(m, NORM_TYPES)}
+    assert kinds == {nn.BatchNorm2d}
+    # A conv followed by a norm needs no bias; the models keep that without a norm too.
+    assert all(m.bias is None for m in plain.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_every_resnet_depth(depth: int) -> None:
+    model = _build("resnet", batch_norm(), depth=depth, width=4)
+    assert _params(model) > 0
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("depth", "width", "millions"),
+    [(16, 4, 2.7), (16, 8, 11.0), (40, 4, 8.9)],  # Zagoruyko & Komodakis 2016, Tables 1 and 4
+)
+def test_wrn_parameter_count_matches_paper(depth: int, width: int, millions: float) -> None:
+    model = _build("wrn", batch_norm(), depth=depth, width=width)
+    assert abs(_params(model) / 1e6 - millions) < 0.06
+
+
+def test_wrn_16_4_exact_parameter_count() -> None:
+    n = _params(_build("wrn", batch_norm(), depth=16, width=4))
+    assert n == 2_748_890 and 2.7e6 <= n <= 2.8e6
+
+
+def test_reference_parameter_counts() -> None:
+    # Widely reported CIFAR-10 sizes of the same layouts.
+    assert _params(_build("resnet", batch_norm(), width=64)) == 11_173_962
+    assert _params(_build("mobilenetv2", batch_norm(), width_mult=1.0)) == 2_236_682
+    lenet = _build("lenet5", batch_norm(), in_channels=1, image_size=28)
+    assert lenet.classifier[0].in_features == 16 * 5 * 5  # as the original on 32x32 inputs
+
+
+def test_mobilenetv2_ends_at_4x4_on_cifar() -> None:
+    model = _build("mobilenetv2", batch_norm())
+    with torch.no_grad():
+        assert model.features(torch.randn(2, 3, 32, 32)).shape[-2:] == (4, 4)
+
+
+@pytest.mark.parametrize(("name", "depth"), [("wrn", 15), ("wrn", 4), ("resnet", 20)])
+def test_bad_depth_names_model_depth(name: str, depth: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        _build(name, batch_norm(), depth=depth)
+    assert info.value.key == "model.depth"
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "key"),
+    [
+        ("wrn", {"width": 0}, "model.width"),
+        ("wrn", {"dropout": 1.0}, "model.dropout"),
+        ("resnet", {"width": -8}, "model.width"),
+        ("mobilenetv2", {"width_mult": 0.0}, "model.width_mult"),
+        ("mobilenetv2", {"dropout": -0.1}, "model.dropout"),
+    ],
+)
+def test_bad_values_raise_config_error(name: str, kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _build(name, batch_norm(), **kwargs)
+    assert info.value.key == key
+
+
+def test_lenet5_rejects_tiny_images() -> None:
+    _build("lenet5", batch_norm(), image_size=12)
+    with pytest.raises(ConfigError, match=r"^model=lenet5: .*11x11"):
+        _build("lenet5", batch_norm(), image_size=11)
+
+
+@pytest.mark.parametrize(("name", "groups"), [("wrn", 32), ("lenet5", 4), ("mobilenetv2", 16)])
+def test_group_norm_groups_must_divide_every_layer(name: str, groups: int) -> None:
+    with pytest.raises(ConfigError, match=rf"^normalization\.groups={groups}: does not divide"):
+        _build(name, group_norm(groups=groups))
+
+
+def test_create_model() -> None:
+    model = create_model(
+        "wrn",
+        depth=10,
+        width=1,
+        num_classes=5,
+        in_channels=3,
+        image_size=32,
+        norm_layer=batch_norm(),
+    )
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ConfigError, match=r"^model=vgg: unknown; valid: wrn, resnet"):
+        create_model("vgg")
+    with pytest.raises(ConfigError, match=r"model\.depht"):
+        create_model(
+            "wrn", depht=10, num_classes=5, in_channels=3, image_size=32, norm_layer=batch_norm()
+        )
+
+
+def test_every_model_has_a_config_file() -> None:
+    assert {p.stem for p in MODEL_FILES} >= {"wrn", "resnet", "lenet5", "mobilenetv2"}
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
+def test_config_file_instantiates(path: Path) -> None:
+    node = OmegaConf.load(path)
+    assert node.name == path.stem
+    model = instantiate(
+        "model", node, num_classes=10, in_channels=3, image_size=32, norm_layer=batch_norm()
+    )
+    assert isinstance(model, nn.Module)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
+def test_config_keys_are_the_builder_defaults(path: Path) -> None:
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    params = inspect.signature(resolve_target(node["_target_"], "model._target_")).parameters
+    for key, value in node.items():
+        if key not in ("name", "_target_"):
+            assert params[key].default == value, key

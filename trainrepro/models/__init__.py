@@ -1,0 +1,47 @@
+"""Image classifiers; each takes its normalization layers from a ``NormFactory``.
+
+Builders share the runtime keywords ``num_classes``, ``in_channels``, ``image_size`` and
+``norm_layer`` (see trainrepro.norms), plus their own options from conf/model/<name>.yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from trainrepro.config import check_kwargs
+from trainrepro.errors import ConfigError
+from trainrepro.models.lenet import build_lenet5
+from trainrepro.models.mobilenetv2 import build_mobilenetv2
+from trainrepro.models.resnet import build_resnet
+from trainrepro.models.wrn import build_wrn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "wrn": build_wrn,
+    "resnet": build_resnet,
+    "lenet5": build_lenet5,
+    "mobilenetv2": build_mobilenetv2,
+}
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build model ``name`` (a conf/model option), e.g.
+    ``create_model("wrn", depth=28, width=10, num_classes=10, in_channels=3, image_size=32,
+    norm_layer=batch_norm())``."""
+    if name not in MODELS:
+        raise ConfigError("model", name, f"unknown; valid: {', '.join(MODELS)}")
+    builder = MODELS[name]
+    check_kwargs(builder, "model", kwargs)
+    return builder(**kwargs)
+
+
+__all__ = [
+    "MODELS",
+    "build_lenet5",
+    "build_mobilenetv2",
+    "build_resnet",
+    "build_wrn",
+    "create_model",
+]
