@@ -1,0 +1,385 @@
+"""Optimizer builders: one flat, validated function per ``conf/optimizer/<name>.yaml``.
+
+Every builder wraps torch's own implementation (default ``foreach``) and takes the model as
+its one positional argument. ``weight_decay`` means an L2 term added to the gradient
+(``g += wd * p``) for every option except ``adamw``, where it is decoupled from the gradient
+(Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"); ``radam`` and ``nadam``
+can switch to decoupled decay with ``decoupled_weight_decay``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainrepro.config import check_kwargs
+from trainrepro.errors import ConfigError
+
+Betas = Sequence[float]
+ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
+
+
+# ---------------------------------------------------------------- value checks (shared)
+def check_number(
+    key: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float within the given bounds, else ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(key, value, "must be a finite number")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        if high is None:
+            reason = f"must be {'>' if low_open else '>='} {low:g}"
+        elif low is None:
+            reason = f"must be {'<' if high_open else '<='} {high:g}"
+        else:
+            left, right = "(" if low_open else "[", ")" if high_open else "]"
+            reason = f"must be in {left}{low:g}, {high:g}{right}"
+        raise ConfigError(key, value, reason)
+    return float(value)
+
+
+def check_int(key: str, value: Any, low: int | None = None) -> int:
+    """``value`` as an int >= ``low``, else ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, value, "must be an integer")
+    if low is not None and value < low:
+        raise ConfigError(key, value, f"must be >= {low}")
+    return value
+
+
+def check_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "must be true or false")
+    return value
+
+
+def _check_common(lr: float, weight_decay: float, eps: float | None = None) -> None:
+    check_number("optimizer.lr", lr, 0.0, low_open=True)
+    check_number("optimizer.weight_decay", weight_decay, 0.0)
+    if eps is not None:
+        check_number("optimizer.eps", eps, 0.0, low_open=True)
+
+
+def _check_betas(betas: Betas) -> tuple[float, float]:
+    if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise ConfigError("optimizer.betas", betas, "must be a list of two numbers in [0, 1)")
+    for b in betas:
+        if isinstance(b, bool) or not isinstance(b, int | float) or not 0.0 <= b < 1.0:
+            raise ConfigError("optimizer.betas", list(betas), "each beta must be in [0, 1)")
+    return float(betas[0]), float(betas[1])
+
+
+# ---------------------------------------------------------------- parameter groups
+def param_groups(
+    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = True
+) -> list[dict[str, Any]]:
+    """Trainable parameters of ``model`` as optimizer param groups.
+
+    With ``decay_norm_and_bias=False`` every parameter with ndim <= 1 (biases, norm scales and
+    shifts) goes into a group with weight_decay 0: decaying a norm layer's scale changes only
+    the effective learning rate of the layer before it, not the function (van Laarhoven 2017,
+    "L2 Regularization versus Batch and Weight Normalization"). Frozen parameters are skipped.
+    """
+    check_bool("optimizer.decay_norm_and_bias", decay_norm_and_bias)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("model", type(model).__name__, "has no trainable parameters")
+    if decay_norm_and_bias:
+        return [{"params": params, "weight_decay": weight_decay, "group": "decay"}]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "group": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "group": "no_decay"},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+# ---------------------------------------------------------------- builders
+def sgd(
+    model: nn.Module,
+    *,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 5e-4,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013); L2 weight decay."""
+    _check_common(lr, weight_decay)
+    check_number("optimizer.momentum", momentum, 0.0, 1.0, high_open=True)
+    check_number("optimizer.dampening", dampening, 0.0, 1.0, high_open=True)
+    if check_bool("optimizer.nesterov", nesterov) and (momentum <= 0 or dampening != 0):
+        raise ConfigError(
+            "optimizer.nesterov",
+            nesterov,
+            f"needs momentum > 0 and dampening = 0 (got momentum={momentum}, "
+            f"dampening={dampening})",
+        )
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.SGD(
+        groups,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+    )
+
+
+def adam(
+    model: nn.Module,
+    *,
+    lr: float = 1e-3,
+    betas: Betas = ADAM_BETAS,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba 2015), AMSGrad variant (Reddi et al. 2018); L2 weight decay."""
+    _check_common(lr, weight_decay, eps)
+    b = _check_betas(betas)
+    check_bool("optimizer.amsgrad", amsgrad)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.Adam(
+        groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+    )
+
+
+def adamw(
+    model: nn.Module,
+    *,
+    lr: float = 1e-3,
+    betas: Betas = ADAM_BETAS,
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    amsgrad: bool = False,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+
+    torch multiplies the decay by the current lr: ``p -= lr * weight_decay * p`` before the
+    Adam step. The paper's decay ``eta_t * lambda`` uses the schedule multiplier ``eta_t``
+    only, so the paper's ``lambda`` equals ``lr * weight_decay`` at the base lr here.
+    """
+    _check_common(lr, weight_decay, eps)
+    b = _check_betas(betas)
+    check_bool("optimizer.amsgrad", amsgrad)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.AdamW(
+        groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+    )
+
+
+def radam(
+    model: nn.Module,
+    *,
+    lr: float = 1e-3,
+    betas: Betas = ADAM_BETAS,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """Rectified Adam (Liu et al. 2020), torch's implementation for now."""
+    _check_common(lr, weight_decay, eps)
+    b = _check_betas(betas)
+    check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.RAdam(
+        groups,
+        lr=lr,
+        betas=b,
+        eps=eps,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )
+
+
+def nadam(
+    model: nn.Module,
+    *,
+    lr: float = 2e-3,
+    betas: Betas = ADAM_BETAS,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 4e-3,
+    decoupled_weight_decay: bool = False,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """Adam with Nesterov momentum (Dozat 2016, "Incorporating Nesterov Momentum into Adam")."""
+    _check_common(lr, weight_decay, eps)
+    b = _check_betas(betas)
+    check_number("optimizer.momentum_decay", momentum_decay, 0.0)
+    check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.NAdam(
+        groups,
+        lr=lr,
+        betas=b,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum_decay=momentum_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )
+
+
+def adagrad(
+    model: nn.Module,
+    *,
+    lr: float = 0.01,
+    lr_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    weight_decay: float = 0.0,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """AdaGrad (Duchi, Hazan & Singer 2011); no momentum."""
+    _check_common(lr, weight_decay, eps)
+    check_number("optimizer.lr_decay", lr_decay, 0.0)
+    check_number("optimizer.initial_accumulator_value", initial_accumulator_value, 0.0)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.Adagrad(
+        groups,
+        lr=lr,
+        lr_decay=lr_decay,
+        weight_decay=weight_decay,
+        initial_accumulator_value=initial_accumulator_value,
+        eps=eps,
+    )
+
+
+def rmsprop(
+    model: nn.Module,
+    *,
+    lr: float = 1e-3,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    centered: bool = False,
+    weight_decay: float = 0.0,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """RMSprop (Tieleman & Hinton 2012, lecture 6.5); centered variant of Graves 2013."""
+    _check_common(lr, weight_decay, eps)
+    check_number("optimizer.alpha", alpha, 0.0, 1.0, high_open=True)
+    check_number("optimizer.momentum", momentum, 0.0, 1.0, high_open=True)
+    check_bool("optimizer.centered", centered)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.RMSprop(
+        groups,
+        lr=lr,
+        alpha=alpha,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        centered=centered,
+    )
+
+
+def adadelta(
+    model: nn.Module,
+    *,
+    lr: float = 1.0,
+    rho: float = 0.95,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """ADADELTA (Zeiler 2012); the paper has no lr, which lr=1 reproduces."""
+    _check_common(lr, weight_decay, eps)
+    check_number("optimizer.rho", rho, 0.0, 1.0, high_open=True)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.Adadelta(groups, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+
+
+def adamax(
+    model: nn.Module,
+    *,
+    lr: float = 2e-3,
+    betas: Betas = ADAM_BETAS,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.Optimizer:
+    """AdaMax, Adam with the infinity norm (Kingma & Ba 2015, Sec. 7.1)."""
+    _check_common(lr, weight_decay, eps)
+    b = _check_betas(betas)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    return torch.optim.Adamax(groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay)
+
+
+OptimizerBuilder = Callable[..., torch.optim.Optimizer]
+OPTIMIZERS: dict[str, OptimizerBuilder] = {
+    "sgd": sgd,
+    "adam": adam,
+    "adamw": adamw,
+    "radam": radam,
+    "nadam": nadam,
+    "adagrad": adagrad,
+    "rmsprop": rmsprop,
+    "adadelta": adadelta,
+    "adamax": adamax,
+}
+
+
+def create_optimizer(name: str, model: nn.Module, **kwargs: Any) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` for ``model`` from Python (the CLI goes through the YAML)."""
+    if name not in OPTIMIZERS:
+        raise ConfigError("optimizer", name, f"unknown; valid: {', '.join(sorted(OPTIMIZERS))}")
+    builder = OPTIMIZERS[name]
+    check_kwargs(builder, "optimizer", kwargs)
+    return builder(model, **kwargs)
+
+
+# ---------------------------------------------------------------- runtime knobs for schedules
+def get_momentum(opt: torch.optim.Optimizer) -> float | None:
+    """The first group's momentum (SGD/RMSprop ``momentum``, Adam family ``betas[0]``)."""
+    group = opt.param_groups[0]
+    if "betas" in group:
+        return float(group["betas"][0])
+    if "momentum" in group:
+        return float(group["momentum"])
+    return None
+
+
+def set_momentum(opt: torch.optim.Optimizer, m: float) -> None:
+    """Set momentum in every group; a no-op for optimizers without one (AdaGrad, ADADELTA)."""
+    check_number("optimizer.momentum", m, 0.0, 1.0, high_open=True)
+    for group in opt.param_groups:
+        if "betas" in group:
+            group["betas"] = (m, group["betas"][1])
+        elif "momentum" in group:
+            group["momentum"] = m
+            if isinstance(opt, torch.optim.RMSprop) and m > 0:
+                _ensure_rmsprop_buffers(opt, group)
+
+
+def _ensure_rmsprop_buffers(opt: torch.optim.Optimizer, group: dict[str, Any]) -> None:
+    # torch's RMSprop only creates momentum buffers at a parameter's first step, and only when
+    # momentum > 0 then; turning momentum on later would raise KeyError at the next step.
+    for p in group["params"]:
+        state = opt.state.get(p)
+        if state and "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every group (0 is allowed: warmup and cosine reach it)."""
+    check_number("optimizer.lr", lr, 0.0)
+    for group in opt.param_groups:
+        group["lr"] = lr
