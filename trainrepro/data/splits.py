@@ -1,0 +1,256 @@
+"""Dataset containers and the split logic shared by every dataset builder.
+
+Builders read a train and a test set, then :func:`finish` applies the common keys: a stratified
+``train_size`` subset, a stratified ``val_fraction`` hold-out, per-channel mean/std from the
+(final) train split, and the augmentation recipe (pad-and-crop + horizontal flip, as used for
+CIFAR by He et al. 2016, "Deep Residual Learning", and Zagoruyko & Komodakis 2016, "Wide
+Residual Networks").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from trainrepro.data.sources import decode_files
+from trainrepro.errors import ConfigError
+
+SPLIT_SEED = 0  # fixed: the same train_size / val_fraction always picks the same images
+
+# Images decoded to estimate mean/std of a streamed (file-backed) train split.
+STREAM_STATS_SAMPLES = 2000
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit generator seed that is a pure function of ``parts`` (e.g. seed, epoch, stream)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Zero-pad by ``crop_padding`` then take a random crop of the original size; random hflip."""
+
+    crop_padding: int = 4
+    hflip: bool = True
+
+
+@dataclass
+class ImageSet:
+    """In-memory split: uint8 images [N,C,H,W] on the CPU and int64 labels [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(
+                f"images must be uint8 [N,C,H,W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        self.labels = self.labels.to(torch.int64)
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass
+class FileImageSet:
+    """File-backed split for trees too large for memory; decoded per sample by StreamingLoader."""
+
+    paths: list[str]
+    labels: torch.Tensor
+    image_size: int
+
+    def __post_init__(self) -> None:
+        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
+        if len(self.labels) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> FileImageSet:
+        return FileImageSet(
+            [self.paths[i] for i in index.tolist()], self.labels[index], self.image_size
+        )
+
+
+AnyImageSet = ImageSet | FileImageSet
+
+
+@dataclass
+class DataSplits:
+    """Everything a run needs to know about its data (see spec: dataset group)."""
+
+    name: str
+    train: AnyImageSet
+    test: AnyImageSet
+    val: AnyImageSet | None
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: Augment | None
+    notes: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int = SPLIT_SEED) -> torch.Tensor:
+    """Sorted indices of ``n`` samples whose class proportions match ``labels`` as closely as
+    integers allow (largest-remainder rounding); a pure function of (labels, n, seed)."""
+    total = len(labels)
+    if not 0 <= n <= total:
+        raise ValueError(f"cannot pick {n} of {total} samples")
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n / total
+    quota = exact.floor().long()
+    short = n - int(quota.sum())
+    if short:
+        # Ties broken by class order so the result does not depend on sort stability.
+        order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - quota[i]).item(), i))
+        for i in order[:short]:
+            quota[i] += 1
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c, q in zip(classes.tolist(), quota.tolist(), strict=True):
+        members = torch.nonzero(labels == c).flatten()
+        picked.append(members[torch.randperm(len(members), generator=g)[:q]])
+    return torch.cat(picked).sort().values
+
+
+def stratified_split(
+    labels: torch.Tensor, n_holdout: int, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keep, holdout) disjoint sorted index tensors; holdout is stratified."""
+    holdout = stratified_indices(labels, n_holdout, seed)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[holdout] = False
+    return torch.nonzero(mask).flatten(), holdout
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) of uint8 [N,C,H,W] images in [0,1] units.
+
+    Computed from exact per-channel 256-bin histograms: no float32 accumulation error, no
+    cancellation in the variance, and ~6x faster than summing converted pixels.
+    """
+    if len(images) == 0:
+        raise ValueError("cannot compute channel statistics of an empty set")
+    values = torch.arange(256, dtype=torch.int64)
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        hist = torch.bincount(images[:, c].reshape(-1), minlength=256)
+        count = int(hist.sum())
+        mean = int((hist * values).sum()) / (count * 255.0)
+        var = int((hist * values * values).sum()) / (count * 255.0**2) - mean * mean
+        means.append(mean)
+        stds.append(max(var, 0.0) ** 0.5)
+    return tuple(means), tuple(stds)
+
+
+def check_common(
+    *, train_size: int | None, val_fraction: float, crop_padding: int, augment: bool
+) -> None:
+    """Validate the keys every builder shares, before any data is read."""
+    if train_size is not None and (
+        isinstance(train_size, bool) or not isinstance(train_size, int) or train_size <= 0
+    ):
+        raise ConfigError("dataset.train_size", train_size, "must be a positive integer or null")
+    if not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < 1.0:
+        raise ConfigError("dataset.val_fraction", val_fraction, "must be in [0, 1)")
+    if augment and (not isinstance(crop_padding, int) or crop_padding < 0):
+        raise ConfigError("dataset.crop_padding", crop_padding, "must be an integer >= 0")
+
+
+def finish(
+    name: str,
+    train: AnyImageSet,
+    test: AnyImageSet,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    train_size: int | None,
+    val_fraction: float,
+    augment: bool,
+    crop_padding: int,
+    hflip: bool,
+    notes: list[str] | None = None,
+    classes: list[str] | None = None,
+) -> DataSplits:
+    """Apply train_size, val_fraction, channel statistics and augmentation to read splits."""
+    notes = list(notes or [])
+    check_common(
+        train_size=train_size, val_fraction=val_fraction, crop_padding=crop_padding, augment=augment
+    )
+    if train_size is not None:
+        if train_size > len(train):
+            raise ConfigError(
+                "dataset.train_size",
+                train_size,
+                f"exceeds the {len(train)} training images available",
+            )
+        if train_size < len(train):
+            train = train.subset(stratified_indices(train.labels, train_size))
+            notes.append(
+                f"train_size={train_size}: stratified subset of the training set "
+                f"(seed {SPLIT_SEED})"
+            )
+    val = None
+    if val_fraction > 0:
+        n_val = round(val_fraction * len(train))
+        if not 1 <= n_val < len(train):
+            raise ConfigError(
+                "dataset.val_fraction",
+                val_fraction,
+                f"leaves no validation or no training image of {len(train)}",
+            )
+        keep, hold = stratified_split(train.labels, n_val)
+        train, val = train.subset(keep), train.subset(hold)
+        notes.append(
+            f"val_fraction={val_fraction}: {n_val} training images held out for "
+            f"validation (stratified, seed {SPLIT_SEED})"
+        )
+    if isinstance(train, ImageSet):
+        mean, std = channel_stats(train.images)
+    else:
+        n = min(len(train), STREAM_STATS_SAMPLES)
+        pick = stratified_indices(train.labels, n)
+        sample = decode_files([train.paths[i] for i in pick.tolist()], train.image_size)
+        mean, std = channel_stats(sample)
+        notes.append(f"mean/std estimated from {n} decoded training images (streamed dataset)")
+    if min(std) == 0:
+        # A constant channel would divide by zero in normalization; 1/255 keeps it finite.
+        std = tuple(max(s, 1 / 255) for s in std)
+        notes.append("a training channel is constant: its std is set to 1/255")
+    return DataSplits(
+        name=name,
+        train=train,
+        test=test,
+        val=val,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        augment=Augment(crop_padding, bool(hflip)) if augment else None,
+        notes=notes,
+        classes=list(classes or []),
+    )
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches per epoch of ``n`` samples."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
