@@ -1,0 +1,74 @@
+"""Every option of every config group composes, builds, and trains a few steps.
+
+The options are read from ``conf/<group>/`` so a new optimizer, norm or model is tested
+without editing this file; its defaults must be small enough to build, or it needs an entry
+in SMALL below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from runs import (
+    SHARED_DATA,
+    TINY_DATA,
+    TINY_MODEL,
+    TINY_RUN,
+    make_cfg,
+    options,
+    write_fake_cifar100,
+    write_image_tree,
+)
+
+from trainrepro.train import train
+
+GROUPS = ("model", "normalization", "optimizer", "schedule", "dataset")
+
+# Options whose defaults are paper-sized get shrunk so a few CPU steps take seconds.
+SMALL = {
+    ("model", "wrn"): ("model.depth=10", "model.width=1"),
+    ("model", "resnet"): ("model.width=8",),
+    ("model", "mobilenetv2"): ("model.width_mult=0.25",),
+    ("normalization", "gn"): ("normalization.groups=4",),
+    ("schedule", "step"): ("schedule.milestones=[0.5]",),
+    ("schedule", "sgdr"): ("schedule.period=0.5",),
+    ("schedule", "cyclic"): ("schedule.half_period=0.25",),
+}
+
+
+def dataset_overrides(option: str, tmp_path) -> tuple[str, ...]:
+    small = ("dataset.train_size=512",)
+    if option == "synthetic":
+        return small
+    if option == "cifar100":
+        return (f"dataset.root={write_fake_cifar100(tmp_path)}",)
+    if option == "imagefolder":
+        return (f"dataset.root={write_image_tree(tmp_path)}",)
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set TRAINREPRO_DATA)")
+    if option == "mnist":
+        return (f"dataset.root={SHARED_DATA}", "dataset.split_test_set=true", *small)
+    return (f"dataset.root={SHARED_DATA}", *small)
+
+
+CASES = [(g, o) for g in GROUPS for o in options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_option_composes_builds_and_trains(group, option, tmp_path):
+    overrides = {"dataset": TINY_DATA, "model": TINY_MODEL}
+    if group == "dataset":
+        overrides["dataset"] = (f"dataset={option}", *dataset_overrides(option, tmp_path / "data"))
+    else:
+        overrides[group] = (f"{group}={option}", *SMALL.get((group, option), ()))
+    cfg = make_cfg(
+        *TINY_RUN, *(o for g in overrides.values() for o in g), "epochs=1", "batch_size=16"
+    )
+    assert cfg[group].name == option
+    summary = train(cfg, tmp_path / "run")
+    assert summary["status"] == "completed", summary
+    final = summary["final"]
+    assert final["updates"] >= 1 and final["batch_size"] == 16
+    assert math.isfinite(final["train_loss"]) and math.isfinite(final["test_loss"])
+    assert 0.0 <= final["test_acc"] <= 100.0

@@ -1,0 +1,3 @@
+from trainrepro.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""Build everything a run needs from its config, validating first so nothing is half-made.
+
+Each group node is handed to ``trainrepro.config.instantiate``; the objects below are plain
+PyTorch objects, and no ``DictConfig`` travels past this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from trainrepro.config import instantiate
+from trainrepro.data.loader import make_loader
+from trainrepro.data.splits import DataSplits
+from trainrepro.errors import ConfigError
+from trainrepro.optim import get_momentum
+from trainrepro.schedules import Schedule
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Run:
+    """The built objects of one run."""
+
+    data: DataSplits
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    train_loader: Any
+    test_loader: Any
+    val_loader: Any | None
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise ConfigError("device", name, f"must be one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def check_top_level(cfg: DictConfig) -> torch.device:
+    """Validate the run's own keys; return the device they select."""
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(key, value, "must be a positive integer")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError("seed", cfg.seed, "must be an integer")
+    device = resolve_device(str(cfg.device))
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError("precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
+    if cfg.precision != "fp32" and device.type != "cuda":
+        raise ConfigError("precision", cfg.precision, "reduced precision runs only on CUDA")
+    return device
+
+
+def check_batch_sizes(schedule: Schedule, epochs: int, n_train: int) -> None:
+    """Every epoch must hold at least one full batch (batches never straddle epochs)."""
+    for epoch in range(epochs):
+        batch_size = schedule(float(epoch), 0).batch_size
+        if batch_size <= 0:
+            raise ConfigError("batch_size", batch_size, f"the schedule gives it at epoch {epoch}")
+        if batch_size > n_train:
+            raise ConfigError(
+                "batch_size",
+                batch_size,
+                f"exceeds the {n_train} training images (at epoch {epoch})",
+            )
+
+
+def make_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> Schedule:
+    return instantiate(
+        "schedule",
+        cfg.schedule,
+        lr=optimizer.defaults["lr"],
+        batch_size=cfg.batch_size,
+        momentum=get_momentum(optimizer),
+        epochs=cfg.epochs,
+    )
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Build data, model, optimizer and schedule, cheap checks first.
+
+    The optimizer and schedule are first built on a stand-in model, so a bad learning rate
+    or milestone is reported before the dataset (the slow part, and the likeliest to be
+    missing) is read.
+    """
+    device = check_top_level(cfg)
+    norm_layer = instantiate("normalization", cfg.normalization)
+    make_schedule(cfg, instantiate("optimizer", cfg.optimizer, torch.nn.Linear(1, 1)))
+
+    torch.manual_seed(cfg.seed)
+    data: DataSplits = instantiate("dataset", cfg.dataset)
+    model = instantiate(
+        "model",
+        cfg.model,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        norm_layer=norm_layer,
+    ).to(device)
+    optimizer = instantiate("optimizer", cfg.optimizer, model)
+    schedule = make_schedule(cfg, optimizer)
+    check_batch_sizes(schedule, cfg.epochs, len(data.train.labels))
+
+    def loader(split: Any, augment: Any) -> Any:
+        return make_loader(
+            split, mean=data.mean, std=data.std, device=device, augment=augment, seed=cfg.seed
+        )
+
+    autocast_dtype = PRECISIONS[cfg.precision]
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    return Run(
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        train_loader=loader(data.train, data.augment),
+        test_loader=loader(data.test, None),
+        val_loader=loader(data.val, None) if data.val is not None else None,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        scaler=scaler,
+    )

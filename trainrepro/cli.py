@@ -1,0 +1,114 @@
+"""The command line: ``python -m trainrepro [overrides]`` and the ``trainrepro`` script.
+
+Hydra composes the config and runs (or sweeps) jobs. Before Hydra sees the arguments, each
+override is checked so a mistake gets one line naming the key and value, not a traceback,
+and no run directory is created.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from trainrepro.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_NAME = "config"
+
+
+def _groups() -> list[str]:
+    return sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir())
+
+
+def _options(group: str) -> list[str]:
+    root = CONF_DIR / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def check_overrides(args: list[str]) -> None:
+    """Raise ConfigError for an unknown group option or key among command-line overrides."""
+    overrides = [a for a in args if not a.startswith("-") and "=" in a]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise ConfigError("override", " ".join(overrides), _first_line(e)) from None
+    groups = _groups()
+    first_values = []
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+        else:
+            values = [o.get_value_element_as_str()]
+        if key in groups and not o.is_delete():
+            for value in values:
+                if not (CONF_DIR / key / f"{value}.yaml").is_file():
+                    valid = ", ".join(_options(key))
+                    raise ConfigError(key, value, f"unknown option; valid: {valid}")
+        if not key.startswith("hydra"):
+            first_values.append(f"{o.get_key_element()}={values[0]}" if values else o.input_line)
+    _compose(first_values)
+
+
+def _compose(overrides: list[str]) -> None:
+    """Compose one config, so an unknown key fails here with Hydra's reason on one line."""
+    from hydra import compose, initialize_config_dir
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name=CONFIG_NAME, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        cause = f" ({_first_line(e.__cause__)})" if e.__cause__ else ""
+        raise ConfigError("override", " ".join(overrides), _first_line(e) + cause) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(e).__name__
+
+
+def fail(error: ConfigError) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
+def _job(cfg: DictConfig) -> None:
+    from trainrepro.train import train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    had_run = any((run_dir / name).exists() for name in ("metrics.csv", "checkpoint.pt"))
+    try:
+        train(cfg, run_dir)
+    except ConfigError as e:
+        if not had_run:  # Hydra made the directory for this job; leave nothing half-written.
+            shutil.rmtree(run_dir, ignore_errors=True)
+        fail(e)
+
+
+def main() -> None:
+    if not CONF_DIR.is_dir():
+        fail(
+            ConfigError("conf", CONF_DIR, "config folder missing; install with `pip install -e .`")
+        )
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as e:
+        fail(e)
+    _job()
+
+
+if __name__ == "__main__":
+    main()
