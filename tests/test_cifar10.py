@@ -10,7 +10,7 @@ import json
 
 import pandas as pd
 import pytest
-from runs import SHARED_DATA, cli
+from support import SHARED_DATA, cli
 
 pytestmark = pytest.mark.skipif(
     not (SHARED_DATA / "cifar10").is_dir(),

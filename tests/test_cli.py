@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from runs import TINY, cli
+from support import TINY, cli
 
 from trainrepro.records import METRIC_COLUMNS
 
@@ -64,6 +64,24 @@ BAD_INPUTS = {
     "unknown added key": (["+model.depht=10"], "model.depht", "valid:"),
     "bad device": (["device=tpu"], "device=tpu", "auto, cpu, cuda"),
     "reduced precision on cpu": (["precision=bf16"], "precision=bf16", "CUDA"),
+    "ghost size not dividing the batch": (
+        ["normalization=ghost_bn", "normalization.ghost_batch_size=48"],
+        "normalization.ghost_batch_size=48",
+        "does not divide the batch size 64",
+    ),
+    "micro-batch splitting ghost batches": (
+        ["normalization=ghost_bn", "normalization.ghost_batch_size=16", "max_micro_batch=24"],
+        "max_micro_batch=24",
+        "multiple of normalization.ghost_batch_size=16",
+    ),
+    "zero micro-batch": (["max_micro_batch=0"], "max_micro_batch=0", "positive"),
+    "batch scaling without its reference": (
+        ["schedule.scale_batch_with=[lr]"],
+        "schedule.reference_lr=None",
+        "required with scale_batch_with lr",
+    ),
+    "plan in a sweep": (["-m", "seed=0,1", "+plan=true"], "plan=True", "drop -m"),
+    "plan not a bool": (["+plan=maybe"], "plan=maybe", "true or false"),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from runs import (
+from support import (
     SHARED_DATA,
     TINY_DATA,
     TINY_MODEL,
@@ -31,6 +31,7 @@ SMALL = {
     ("model", "resnet"): ("model.width=8",),
     ("model", "mobilenetv2"): ("model.width_mult=0.25",),
     ("normalization", "gn"): ("normalization.groups=4",),
+    ("normalization", "ghost_bn"): ("normalization.ghost_batch_size=8",),
     ("schedule", "step"): ("schedule.milestones=[0.5]",),
     ("schedule", "sgdr"): ("schedule.period=0.5",),
     ("schedule", "cyclic"): ("schedule.half_period=0.25",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from runs import metrics_without_timings, tiny_cfg
+from support import metrics_without_timings, tiny_cfg
 
 import trainrepro.train as train_module
 from trainrepro.train import train

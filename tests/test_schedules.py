@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from trainrepro import schedules
 from trainrepro.config import instantiate
 from trainrepro.errors import ConfigError
-from trainrepro.schedules import SchedulePoint, create_schedule, noise_scale
+from trainrepro.noise import noise_scale, scaled_batch_size
+from trainrepro.schedules import SchedulePoint, create_schedule
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "schedule"
 YAMLS = sorted(CONF.glob("*.yaml"))
@@ -256,6 +257,44 @@ def test_momentum_none_passes_through() -> None:
             {"min_momentum": 0.8, "max_momentum": 0.9, "momentum": None},
             "schedule.min_momentum",
         ),
+        ("constant", {"scale_batch_with": ["batch"]}, "schedule.scale_batch_with"),
+        ("cosine", {"scale_batch_with": "lr", "reference_lr": 0.1}, "schedule.scale_batch_with"),
+        (
+            "constant",
+            {"scale_batch_with": ["lr", "lr"], "reference_lr": 0.1},
+            "schedule.scale_batch_with",
+        ),
+        ("constant", {"scale_batch_with": ["lr"]}, "schedule.reference_lr"),
+        ("constant", {"scale_batch_with": ["lr"], "reference_lr": 0.0}, "schedule.reference_lr"),
+        ("sgdr", {"reference_lr": 0.1}, "schedule.reference_lr"),
+        ("step", {"scale_batch_with": ["momentum"]}, "schedule.reference_momentum"),
+        (
+            "constant",
+            {"scale_batch_with": ["momentum"], "reference_momentum": 1.0},
+            "schedule.reference_momentum",
+        ),
+        ("cyclic", {"reference_momentum": 0.9}, "schedule.reference_momentum"),
+        (
+            "constant",
+            {"scale_batch_with": ["momentum"], "reference_momentum": 0.9, "momentum": None},
+            "schedule.scale_batch_with",
+        ),
+        (
+            "constant",
+            {"scale_batch_with": ["lr"], "reference_lr": 1000.0},
+            "schedule.scale_batch_with",
+        ),
+        (
+            "step",
+            {
+                "mode": "hybrid",
+                "max_batch_size": 500,
+                "lr": 0.5,
+                "scale_batch_with": ["lr"],
+                "reference_lr": 0.1,
+            },
+            "schedule.max_batch_size",
+        ),
     ],
 )
 def test_bad_values_name_their_key(name: str, kwargs: dict[str, object], key: str) -> None:
@@ -289,3 +328,43 @@ def test_noise_scale() -> None:
     with pytest.raises(ConfigError):
         noise_scale(0.1, 0.9, 100, 128)
     assert math.isfinite(noise_scale(0.1, 0.0, 2, 1))
+
+
+def _scaled(lr: float, m: float | None, rules: list[str], **refs: float) -> int:
+    return scaled_batch_size(
+        128, lr, m, rules=rules, **{"reference_lr": None, "reference_momentum": None, **refs}
+    )
+
+
+def test_scaled_batch_size_reproduces_smith_et_al() -> None:
+    """Smith et al. 2018, Sec. 5: from lr 0.1, m 0.9, B 128, B grows with lr and 1/(1-m)."""
+    assert _scaled(0.5, 0.9, ["lr"], reference_lr=0.1) == 640
+    assert _scaled(0.5, 0.98, ["lr", "momentum"], reference_lr=0.1, reference_momentum=0.9) == 3200
+    assert _scaled(0.1, 0.98, ["momentum"], reference_momentum=0.9) == 640
+    assert _scaled(0.5, 0.9, []) == 128
+    assert _scaled(0.5, None, []) == 128
+    assert _scaled(0.1, 0.9, ["lr"], reference_lr=0.3) == 43  # 42.67 rounded
+    # The noise scale lr / (B (1 - m)) of the reference run is kept.
+    b = _scaled(0.5, 0.98, ["momentum", "lr"], reference_lr=0.1, reference_momentum=0.9)
+    assert 0.5 / (b * 0.02) == pytest.approx(0.1 / (128 * 0.1))
+
+
+def test_every_schedule_starts_at_the_scaled_batch() -> None:
+    scale = {"lr": 0.5, "scale_batch_with": ["lr"], "reference_lr": 0.1}
+    for name in schedules.SCHEDULES:
+        s = sched(name, **scale)
+        assert s(0.0, 0).batch_size == 640, name
+        assert s(0.0, 0).momentum == 0.9
+    both = {**scale, "momentum": 0.98, "scale_batch_with": ["lr", "momentum"]}
+    grow = sched("step", mode="increase_batch", reference_momentum=0.9, **both)
+    assert [grow(e, 0).batch_size for e in (0, 60, 120)] == [3200, 16000, 80000]
+    assert grow(100, 0).lr == 0.5
+
+
+def test_scaling_keys_from_yaml() -> None:
+    node = OmegaConf.merge(
+        OmegaConf.load(CONF / "cosine.yaml"),
+        {"scale_batch_with": ["lr", "momentum"], "reference_lr": 0.1, "reference_momentum": 0.9},
+    )
+    s = instantiate("schedule", node, **{**RUNTIME, "lr": 0.5, "momentum": 0.98})
+    assert s(0.0, 0).batch_size == 3200

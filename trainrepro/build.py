@@ -16,6 +16,7 @@ from trainrepro.config import instantiate
 from trainrepro.data.loader import make_loader
 from trainrepro.data.splits import DataSplits
 from trainrepro.errors import ConfigError
+from trainrepro.norms import NormFactory, check_ghost_batch
 from trainrepro.optim import get_momentum
 from trainrepro.schedules import Schedule
 
@@ -57,6 +58,9 @@ def check_top_level(cfg: DictConfig) -> torch.device:
             raise ConfigError(key, value, "must be a positive integer")
     if not isinstance(cfg.seed, int):
         raise ConfigError("seed", cfg.seed, "must be an integer")
+    micro = cfg.max_micro_batch
+    if micro is not None and (not isinstance(micro, int) or isinstance(micro, bool) or micro <= 0):
+        raise ConfigError("max_micro_batch", micro, "must be a positive integer or null")
     device = resolve_device(str(cfg.device))
     if cfg.precision not in PRECISIONS:
         raise ConfigError("precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
@@ -65,10 +69,26 @@ def check_top_level(cfg: DictConfig) -> torch.device:
     return device
 
 
-def check_batch_sizes(schedule: Schedule, epochs: int, n_train: int) -> None:
-    """Every epoch must hold at least one full batch (batches never straddle epochs)."""
+def epoch_batch_sizes(schedule: Schedule, epochs: int, n_train: int) -> list[int]:
+    """The batch size of every epoch, read at its start as the trainer reads it."""
+    sizes, updates = [], 0
     for epoch in range(epochs):
-        batch_size = schedule(float(epoch), 0).batch_size
+        batch_size = schedule(float(epoch), updates).batch_size
+        sizes.append(batch_size)
+        updates += n_train // batch_size if batch_size > 0 else 0
+    return sizes
+
+
+def check_batch_sizes(
+    schedule: Schedule,
+    epochs: int,
+    n_train: int,
+    norm: NormFactory | None = None,
+    max_micro_batch: int | None = None,
+) -> None:
+    """Every epoch must hold at least one full batch (batches never straddle epochs), and
+    ghost batches of ``norm`` must tile every batch and micro-batch the schedule will use."""
+    for epoch, batch_size in enumerate(epoch_batch_sizes(schedule, epochs, n_train)):
         if batch_size <= 0:
             raise ConfigError("batch_size", batch_size, f"the schedule gives it at epoch {epoch}")
         if batch_size > n_train:
@@ -77,6 +97,8 @@ def check_batch_sizes(schedule: Schedule, epochs: int, n_train: int) -> None:
                 batch_size,
                 f"exceeds the {n_train} training images (at epoch {epoch})",
             )
+        if norm is not None:
+            check_ghost_batch(norm, batch_size, max_micro_batch=max_micro_batch)
 
 
 def make_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> Schedule:
@@ -113,7 +135,7 @@ def build_run(cfg: DictConfig) -> Run:
     ).to(device)
     optimizer = instantiate("optimizer", cfg.optimizer, model)
     schedule = make_schedule(cfg, optimizer)
-    check_batch_sizes(schedule, cfg.epochs, len(data.train.labels))
+    check_batch_sizes(schedule, cfg.epochs, len(data.train.labels), norm_layer, cfg.max_micro_batch)
 
     def loader(split: Any, augment: Any) -> Any:
         return make_loader(

@@ -34,8 +34,11 @@ def _options(group: str) -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
-def check_overrides(args: list[str]) -> None:
-    """Raise ConfigError for an unknown group option or key among command-line overrides."""
+def check_overrides(args: list[str]) -> DictConfig:
+    """Raise ConfigError for an unknown group option or key among command-line overrides.
+
+    Returns the config composed with the first value of every swept key.
+    """
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -56,17 +59,17 @@ def check_overrides(args: list[str]) -> None:
                     raise ConfigError(key, value, f"unknown option; valid: {valid}")
         if not key.startswith("hydra"):
             first_values.append(f"{o.get_key_element()}={values[0]}" if values else o.input_line)
-    _compose(first_values)
+    return _compose(first_values)
 
 
-def _compose(overrides: list[str]) -> None:
+def _compose(overrides: list[str]) -> DictConfig:
     """Compose one config, so an unknown key fails here with Hydra's reason on one line."""
     from hydra import compose, initialize_config_dir
 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name=CONFIG_NAME, overrides=overrides)
+            return compose(config_name=CONFIG_NAME, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         cause = f" ({_first_line(e.__cause__)})" if e.__cause__ else ""
         raise ConfigError("override", " ".join(overrides), _first_line(e) + cause) from None
@@ -103,8 +106,22 @@ def main() -> None:
         fail(
             ConfigError("conf", CONF_DIR, "config folder missing; install with `pip install -e .`")
         )
+    args = sys.argv[1:]
+    if args[:1] == ["plan"]:  # `trainrepro plan ...` is `trainrepro ... +plan=true`
+        args = [*args[1:], "+plan=true"]
+        sys.argv = [sys.argv[0], *args]
     try:
-        check_overrides(sys.argv[1:])
+        cfg = check_overrides(args)
+        plan = cfg.get("plan", False)
+        if not isinstance(plan, bool):
+            raise ConfigError("plan", plan, "must be true or false")
+        if plan:
+            if {"-m", "--multirun"} & set(args):
+                raise ConfigError("plan", plan, "previews one run; drop -m/--multirun")
+            from trainrepro.plan import print_plan
+
+            print_plan(cfg)
+            return
     except ConfigError as e:
         fail(e)
     _job()

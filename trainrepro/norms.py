@@ -10,10 +10,14 @@ Fig. 2) are provided:
 * ``in``   Instance Norm (Ulyanov et al. 2016): per sample and channel, over (H, W);
            GroupNorm with C groups, which keeps the per-channel affine and no running stats.
 * ``none`` the identity, for the unnormalized baselines.
+
+and ``ghost_bn``, Ghost Batch Norm (Hoffer, Hubara & Soudry 2017; trainrepro/ghost_bn.py): batch
+norm over independent ghost batches of ``ghost_batch_size`` samples, as in Smith et al. (2018).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +26,7 @@ from torch import nn
 
 from trainrepro.config import check_kwargs
 from trainrepro.errors import ConfigError
+from trainrepro.ghost_bn import GhostBatchNorm2d
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -31,6 +36,7 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
+    GhostBatchNorm2d,
     nn.SyncBatchNorm,
     nn.GroupNorm,
     nn.LayerNorm,
@@ -73,6 +79,26 @@ class BatchNormFactory:
         _check_channels(num_channels)
         return nn.BatchNorm2d(
             num_channels, eps=self.eps, momentum=self.momentum, affine=self.affine
+        )
+
+
+@dataclass(frozen=True)
+class GhostBatchNormFactory:
+    """Makes ``GhostBatchNorm2d`` layers (Hoffer, Hubara & Soudry 2017)."""
+
+    ghost_batch_size: int = 128
+    momentum: float = 0.1
+    eps: float = 1e-5
+    affine: bool = True
+
+    def __call__(self, num_channels: int) -> nn.Module:
+        _check_channels(num_channels)
+        return GhostBatchNorm2d(
+            num_channels,
+            ghost_batch_size=self.ghost_batch_size,
+            eps=self.eps,
+            momentum=self.momentum,
+            affine=self.affine,
         )
 
 
@@ -132,16 +158,42 @@ class NoNormFactory:
         return nn.Identity()
 
 
+def _check_momentum(momentum: Any) -> None:
+    if not _is_real(momentum) or not 0 < momentum <= 1:
+        raise ConfigError("normalization.momentum", momentum, "must be a number in (0, 1]")
+
+
 def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> NormFactory:
     """Batch Normalization (Ioffe & Szegedy, ICML 2015).
 
     ``momentum`` is PyTorch's: the weight of the new batch in the running statistics.
     """
-    if not _is_real(momentum) or not 0 < momentum <= 1:
-        raise ConfigError("normalization.momentum", momentum, "must be a number in (0, 1]")
+    _check_momentum(momentum)
     _check_eps(eps)
     _check_affine(affine)
     return BatchNormFactory(momentum=float(momentum), eps=float(eps), affine=affine)
+
+
+def ghost_batch_norm(
+    *, ghost_batch_size: int = 128, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True
+) -> NormFactory:
+    """Ghost Batch Normalization (Hoffer, Hubara & Soudry, NeurIPS 2017).
+
+    Training batches are normalized in independent ghost batches of ``ghost_batch_size``
+    (Smith et al. 2018 use 128), which must divide every training batch and micro-batch.
+    ``momentum`` is applied once per ghost batch, as if each were its own BatchNorm step.
+    """
+    g = ghost_batch_size
+    if not isinstance(g, int) or isinstance(g, bool) or g < 1:
+        raise ConfigError(
+            "normalization.ghost_batch_size", ghost_batch_size, "must be a positive integer"
+        )
+    _check_momentum(momentum)
+    _check_eps(eps)
+    _check_affine(affine)
+    return GhostBatchNormFactory(
+        ghost_batch_size=ghost_batch_size, momentum=float(momentum), eps=float(eps), affine=affine
+    )
 
 
 def group_norm(*, groups: int = 8, eps: float = 1e-5, affine: bool = True) -> NormFactory:
@@ -179,6 +231,7 @@ NORMS: dict[str, Callable[..., NormFactory]] = {
     "ln": layer_norm,
     "in": instance_norm,
     "none": no_norm,
+    "ghost_bn": ghost_batch_norm,
 }
 
 
@@ -189,3 +242,46 @@ def create_norm(name: str, **kwargs: Any) -> NormFactory:
     builder = NORMS[name]
     check_kwargs(builder, "normalization", kwargs)
     return builder(**kwargs)
+
+
+def ghost_batch_size_of(model_or_factory: nn.Module | NormFactory) -> int | None:
+    """The number every training batch must be a multiple of, or None without ghost batch norm.
+
+    Takes a model (its ``GhostBatchNorm2d`` layers; the lcm if they differ) or a norm factory.
+    """
+    if isinstance(model_or_factory, GhostBatchNormFactory):
+        return model_or_factory.ghost_batch_size
+    if not isinstance(model_or_factory, nn.Module):
+        return None
+    sizes = {
+        m.ghost_batch_size for m in model_or_factory.modules() if isinstance(m, GhostBatchNorm2d)
+    }
+    return math.lcm(*sizes) if sizes else None
+
+
+def check_ghost_batch(
+    model_or_factory: nn.Module | NormFactory,
+    batch_size: int,
+    *,
+    max_micro_batch: int | None = None,
+) -> None:
+    """Raise a ConfigError unless ghost batches tile a training batch of ``batch_size``.
+
+    With gradient accumulation the batch is split into pieces of ``max_micro_batch`` (the last
+    one smaller), and every piece must hold whole ghost batches too. For the trainer to call
+    with each epoch's batch size before training starts.
+    """
+    g = ghost_batch_size_of(model_or_factory)
+    if g is None:
+        return
+    if batch_size % g:
+        raise ConfigError(
+            "normalization.ghost_batch_size", g, f"does not divide the batch size {batch_size}"
+        )
+    if max_micro_batch is not None and max_micro_batch < batch_size and max_micro_batch % g:
+        raise ConfigError(
+            "max_micro_batch",
+            max_micro_batch,
+            f"must be a multiple of normalization.ghost_batch_size={g} to split "
+            f"the batch size {batch_size}",
+        )

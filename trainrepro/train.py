@@ -29,6 +29,7 @@ from trainrepro.checkpoint import (
     save_checkpoint,
 )
 from trainrepro.errors import ConfigError
+from trainrepro.noise import noise_scale
 from trainrepro.optim import get_momentum, set_lr, set_momentum
 from trainrepro.records import (
     atomic_write_text,
@@ -38,7 +39,6 @@ from trainrepro.records import (
     write_json,
     write_metrics,
 )
-from trainrepro.schedules import noise_scale
 
 # Keys that may differ between a run and its resumption without changing its numbers.
 RESUME_FREE_KEYS = ("resume", "progress", "eval_batch_size")
@@ -168,23 +168,13 @@ def _train_epoch(
         set_lr(optimizer, point.lr)
         if point.momentum is not None:
             set_momentum(optimizer, point.momentum)
-        with _autocast(run):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        if run.scaler is not None:
-            run.scaler.scale(loss).backward()
-            run.scaler.step(optimizer)
-            run.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        logits, loss = _update(run, x, y, cfg.max_micro_batch)
         progress.updates += 1
         progress.samples += len(y)
         progress.grad_evals += len(y)
         seen += len(y)
-        loss_sum += loss.detach().double() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        loss_sum += loss.double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         if run.device.type == "cpu" or (i + 1) % SYNC_EVERY == 0 or i + 1 == n_steps:
             mean_loss = loss_sum.item() / seen
             if not math.isfinite(mean_loss):
@@ -232,6 +222,36 @@ def _train_epoch(
             f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
         )
     return row, diverged_at
+
+
+def _update(
+    run: Run, x: torch.Tensor, y: torch.Tensor, max_micro_batch: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One parameter update on the batch; returns its logits and mean loss, detached.
+
+    A batch larger than ``max_micro_batch`` is split, and the gradients of the pieces,
+    each weighted by its share of the batch, are summed before the single optimizer step.
+    """
+    optimizer = run.optimizer
+    optimizer.zero_grad(set_to_none=True)
+    micro = len(y) if max_micro_batch is None else min(max_micro_batch, len(y))
+    logits, losses = [], []
+    for xm, ym in zip(x.split(micro), y.split(micro), strict=True):
+        with _autocast(run):
+            out = run.model(xm)
+            loss = F.cross_entropy(out, ym) * (len(ym) / len(y))
+        if run.scaler is not None:
+            run.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        logits.append(out.detach())
+        losses.append(loss.detach())
+    if run.scaler is not None:
+        run.scaler.step(optimizer)
+        run.scaler.update()
+    else:
+        optimizer.step()
+    return torch.cat(logits), torch.stack(losses).sum()
 
 
 @torch.inference_mode()
