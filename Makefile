@@ -41,5 +41,56 @@ bench: install
 lint: install
 	$(PY) -m ruff check trainrepro scripts tests
 
+# Smith et al. 2018, "Don't Decay the Learning Rate, Increase the Batch Size": every preset of
+# conf/experiment/smith18/ over several seeds, then the figures and table.md. PROFILE=full: the
+# paper's scale on one GPU, runs/smith18/ -> results/smith18/. PROFILE=quick: the same schedules
+# scaled down by conf/profile/smith18_quick.yaml (the one place that says how) for 2 CPU cores,
+# under 45 minutes, runs/smith18-quick/ -> results/smith18-quick/. Restartable: a run whose
+# summary.json says completed or diverged is kept, one with a checkpoint is resumed, any other
+# is started afresh; each run logs to runs/<profile>/<preset>/seed<k>.log.
+PROFILE ?= full
+SMITH18_PRESETS := $(sort $(basename $(notdir $(filter-out %/_base.yaml,\
+	$(wildcard conf/experiment/smith18/*.yaml)))))
+ifeq ($(PROFILE),quick)
+SMITH18_NAME := smith18-quick
+SMITH18_ARGS := profile=smith18_quick
+# Longest first; two single-threaded runs at a time use both cores best.
+SMITH18_RUNS := $(foreach s,0 1,momentum_decay_lr:$(s)) \
+	$(foreach p,momentum_hybrid momentum_increase_batch,$(foreach s,0 1,$(p):$(s))) \
+	fig5_increase_batch:0 fig5_increased_lr:0 fig5_increased_momentum:0
+SMITH18_JOBS := 2
+SMITH18_THREADS := 1
+else
+SMITH18_NAME := smith18
+SMITH18_ARGS :=
+SMITH18_RUNS := $(foreach p,$(SMITH18_PRESETS),$(foreach s,0 1 2,$(p):$(s)))
+SMITH18_JOBS := 1
+SMITH18_THREADS :=
+endif
+
+.PHONY: reproduce-smith18
+reproduce-smith18: SHELL := /bin/bash
+reproduce-smith18: install
+	@case "$(PROFILE)" in full|quick) ;; *) echo "PROFILE=$(PROFILE): use full or quick"; exit 2;; esac
+	@start=$$SECONDS; \
+	run() { \
+		preset=$${1%:*}; seed=$${1#*:}; dir=runs/$(SMITH18_NAME)/$$preset/seed$$seed; \
+		if grep -qsE '"status": "(completed|diverged)"' $$dir/summary.json; then \
+			echo "$$dir: done, kept"; return 0; fi; \
+		if [ -f $$dir/checkpoint.pt ]; then resume=true; else resume=false; rm -rf $$dir; fi; \
+		mkdir -p $$(dirname $$dir); echo "$$dir: started (resume=$$resume)"; t=$$SECONDS; \
+		echo "== $$(date -u +%FT%TZ) resume=$$resume" >>$$dir.log; \
+		$(if $(SMITH18_THREADS),OMP_NUM_THREADS=$(SMITH18_THREADS)) $(PY) -m trainrepro \
+			+experiment=smith18/$$preset $(SMITH18_ARGS) seed=$$seed resume=$$resume \
+			progress=false hydra.run.dir=$$dir >>$$dir.log 2>&1 \
+			|| { echo "$$dir: FAILED, see $$dir.log"; return 1; }; \
+		echo "$$dir: finished in $$((SECONDS - t)) s"; \
+	}; \
+	export -f run; \
+	printf '%s\n' $(SMITH18_RUNS) | xargs -P $(SMITH18_JOBS) -I{} bash -c 'run {}'; \
+	status=$$?; echo "reproduce-smith18 PROFILE=$(PROFILE): runs took $$((SECONDS - start)) s"; \
+	[ $$status -eq 0 ] || exit $$status
+	$(PY) scripts/smith18_report.py runs/$(SMITH18_NAME) --out results/$(SMITH18_NAME)
+
 clean:
 	rm -rf $(VENV) results/demo runs outputs multirun
