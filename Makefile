@@ -68,28 +68,17 @@ SMITH18_JOBS := 1
 SMITH18_THREADS :=
 endif
 
+# One line per run for scripts/run_experiments.py: "<run dir> <overrides>".
+# $(call smith18_line,<preset>:<seed>)
+smith18_line = "runs/$(SMITH18_NAME)/$(word 1,$(subst :, ,$(1)))/seed$(word 2,$(subst :, ,$(1))) \
+	+experiment=smith18/$(word 1,$(subst :, ,$(1))) $(SMITH18_ARGS) seed=$(word 2,$(subst :, ,$(1)))"
+RUNNER = $(PY) scripts/run_experiments.py --jobs $(1) $(if $(2),--threads $(2))
+
 .PHONY: reproduce-smith18
-reproduce-smith18: SHELL := /bin/bash
 reproduce-smith18: install
 	@case "$(PROFILE)" in full|quick) ;; *) echo "PROFILE=$(PROFILE): use full or quick"; exit 2;; esac
-	@start=$$SECONDS; \
-	run() { \
-		preset=$${1%:*}; seed=$${1#*:}; dir=runs/$(SMITH18_NAME)/$$preset/seed$$seed; \
-		if grep -qsE '"status": "(completed|diverged)"' $$dir/summary.json; then \
-			echo "$$dir: done, kept"; return 0; fi; \
-		if [ -f $$dir/checkpoint.pt ]; then resume=true; else resume=false; rm -rf $$dir; fi; \
-		mkdir -p $$(dirname $$dir); echo "$$dir: started (resume=$$resume)"; t=$$SECONDS; \
-		echo "== $$(date -u +%FT%TZ) resume=$$resume" >>$$dir.log; \
-		$(if $(SMITH18_THREADS),OMP_NUM_THREADS=$(SMITH18_THREADS)) $(PY) -m trainrepro \
-			+experiment=smith18/$$preset $(SMITH18_ARGS) seed=$$seed resume=$$resume \
-			progress=false hydra.run.dir=$$dir >>$$dir.log 2>&1 \
-			|| { echo "$$dir: FAILED, see $$dir.log"; return 1; }; \
-		echo "$$dir: finished in $$((SECONDS - t)) s"; \
-	}; \
-	export -f run; \
-	printf '%s\n' $(SMITH18_RUNS) | xargs -P $(SMITH18_JOBS) -I{} bash -c 'run {}'; \
-	status=$$?; echo "reproduce-smith18 PROFILE=$(PROFILE): runs took $$((SECONDS - start)) s"; \
-	[ $$status -eq 0 ] || exit $$status
+	@printf '%s\n' $(foreach r,$(SMITH18_RUNS),$(call smith18_line,$(r))) \
+		| $(call RUNNER,$(SMITH18_JOBS),$(SMITH18_THREADS))
 	$(PY) scripts/smith18_report.py runs/$(SMITH18_NAME) --out results/$(SMITH18_NAME)
 
 clean:

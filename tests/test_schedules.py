@@ -190,8 +190,9 @@ def test_warmup_by_epochs() -> None:
 
 def test_warmup_by_steps() -> None:
     s = sched("step", warmup_steps=100)
-    assert s(0.0, 0).lr == 0.0
-    assert s(0.5, 50).lr == pytest.approx(0.05)
+    assert s(0.0, 0).lr == pytest.approx(0.001)  # the 1st update: 1/100 of the rate, never 0
+    assert s(0.5, 49).lr == pytest.approx(0.05)  # the 50th
+    assert s(1.0, 99).lr == pytest.approx(0.1)  # the 100th: the full rate
     assert s(1.0, 100).lr == 0.1
     assert s(61, 6100) == sched("step")(61, 6100)
 

@@ -171,6 +171,9 @@ class Warmup(Schedule):
 
     Multiplies the inner schedule's lr by a factor that rises linearly from ``start_factor``
     to 1 over ``epochs`` epochs (or ``steps`` updates); batch size and momentum pass through.
+    By updates, the k-th update (k = 1..steps) gets ``start + (1 - start) * k / steps``, as in
+    Liu et al.'s (2020) warmup code: the first update never runs at lr 0 even with start 0,
+    and update ``steps`` is at the full rate. By epochs the factor is continuous in the epoch.
     """
 
     inner: Schedule
@@ -184,7 +187,7 @@ class Warmup(Schedule):
 
     def __call__(self, epoch: float, step: int) -> SchedulePoint:
         point = self.inner(epoch, step)
-        done = epoch / self.epochs if self.epochs > 0 else step / self.steps
+        done = epoch / self.epochs if self.epochs > 0 else (step + 1) / self.steps
         if done >= 1.0:
             return point
         return replace(point, lr=point.lr * (self.start_factor + (1.0 - self.start_factor) * done))
