@@ -25,6 +25,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "resnet": {"depth": 18, "width": 8},
     "lenet5": {},
     "mobilenetv2": {"width_mult": 0.25},
+    "resnet_cifar": {"depth": 8},
 }
 # gn with 2 groups divides every layer of the small models (lenet5 has a 6-channel conv);
 # ghost_bn needs ghost batches that divide the test batch of 4.
@@ -119,13 +120,74 @@ def test_reference_parameter_counts() -> None:
     assert lenet.classifier[0].in_features == 16 * 5 * 5  # as the original on 32x32 inputs
 
 
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_resnet_cifar_shortcut_a_with_every_norm(norm: str) -> None:
+    factory = NORMS[norm](**NORM_KWARGS.get(norm, {}))
+    torch.manual_seed(0)
+    model = _build("resnet_cifar", factory, shortcut="A").train()
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 10)
+    out.logsumexp(dim=1).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("depth", "millions"),
+    [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7)],  # He et al. 2016, Table 6
+)
+def test_resnet_cifar_parameter_count_matches_paper(depth: int, millions: float) -> None:
+    model = _build("resnet_cifar", batch_norm(), depth=depth, shortcut="A")
+    assert round(_params(model) / 1e6, 2 if millions < 1 else 1) == millions
+
+
+def test_resnet_cifar_20_exact_parameter_counts() -> None:
+    # Option A adds no parameters; B adds 1x1 conv + BN projections 16->32 (576) and 32->64 (2176).
+    assert _params(_build("resnet_cifar", batch_norm(), depth=20, shortcut="A")) == 269_722
+    assert _params(_build("resnet_cifar", batch_norm(), depth=20, shortcut="B")) == 272_474
+    assert _params(_build("resnet_cifar", batch_norm(), depth=20)) == 272_474  # B is the default
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+@pytest.mark.parametrize(("image_size", "last"), [(32, 8), (28, 7)])
+def test_resnet_cifar_shapes(shortcut: str, image_size: int, last: int) -> None:
+    model = _build("resnet_cifar", batch_norm(), depth=20, shortcut=shortcut).eval()
+    assert len(model.stages) == 3 and all(len(stage) == 3 for stage in model.stages)
+    x = torch.randn(2, 3, image_size, image_size)
+    with torch.no_grad():
+        features = model.stages(model.stem(x))
+        assert features.shape == (2, 64, last, last)
+        assert model(x).shape == (2, 10)
+
+
+def test_resnet_cifar_shortcut_a_pads_with_zeros() -> None:
+    block = _build("resnet_cifar", no_norm(), shortcut="A").stages[1][0]
+    x = torch.randn(2, 16, 8, 8)
+    out = block.shortcut(x)
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, :16], x[:, :, ::2, ::2])
+    assert not out[:, 16:].any()
+    assert not list(block.shortcut.parameters())
+
+
 def test_mobilenetv2_ends_at_4x4_on_cifar() -> None:
     model = _build("mobilenetv2", batch_norm())
     with torch.no_grad():
         assert model.features(torch.randn(2, 3, 32, 32)).shape[-2:] == (4, 4)
 
 
-@pytest.mark.parametrize(("name", "depth"), [("wrn", 15), ("wrn", 4), ("resnet", 20)])
+@pytest.mark.parametrize(
+    ("name", "depth"),
+    [
+        ("wrn", 15),
+        ("wrn", 4),
+        ("resnet", 20),
+        ("resnet_cifar", 18),
+        ("resnet_cifar", 21),
+        ("resnet_cifar", 2),
+        ("resnet_cifar", 20.0),
+        ("resnet_cifar", True),
+    ],
+)
 def test_bad_depth_names_model_depth(name: str, depth: int) -> None:
     with pytest.raises(ConfigError) as info:
         _build(name, batch_norm(), depth=depth)
@@ -140,6 +202,9 @@ def test_bad_depth_names_model_depth(name: str, depth: int) -> None:
         ("resnet", {"width": -8}, "model.width"),
         ("mobilenetv2", {"width_mult": 0.0}, "model.width_mult"),
         ("mobilenetv2", {"dropout": -0.1}, "model.dropout"),
+        ("resnet_cifar", {"shortcut": "C"}, "model.shortcut"),
+        ("resnet_cifar", {"shortcut": "a"}, "model.shortcut"),
+        ("resnet_cifar", {"shortcut": None}, "model.shortcut"),
     ],
 )
 def test_bad_values_raise_config_error(name: str, kwargs: dict, key: str) -> None:
@@ -180,7 +245,13 @@ def test_create_model() -> None:
 
 
 def test_every_model_has_a_config_file() -> None:
-    assert {p.stem for p in MODEL_FILES} >= {"wrn", "resnet", "lenet5", "mobilenetv2"}
+    assert {p.stem for p in MODEL_FILES} >= {
+        "wrn",
+        "resnet",
+        "lenet5",
+        "mobilenetv2",
+        "resnet_cifar",
+    }
 
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)

@@ -16,6 +16,7 @@ from trainrepro.errors import ConfigError
 from trainrepro.models.lenet import build_lenet5
 from trainrepro.models.mobilenetv2 import build_mobilenetv2
 from trainrepro.models.resnet import build_resnet
+from trainrepro.models.resnet_cifar import build_resnet_cifar
 from trainrepro.models.wrn import build_wrn
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -23,6 +24,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet": build_resnet,
     "lenet5": build_lenet5,
     "mobilenetv2": build_mobilenetv2,
+    "resnet_cifar": build_resnet_cifar,
 }
 
 
@@ -42,6 +44,7 @@ __all__ = [
     "build_lenet5",
     "build_mobilenetv2",
     "build_resnet",
+    "build_resnet_cifar",
     "build_wrn",
     "create_model",
 ]
