@@ -48,7 +48,11 @@ def test_sweep_survives_a_diverged_job(tmp_path):
 
 
 BAD_INPUTS = {
-    "unknown model option": (["model=vgg"], "model=vgg", "valid: lenet5, mobilenetv2, resnet, wrn"),
+    "unknown model option": (
+        ["model=vgg"],
+        "model=vgg",
+        "valid: lenet5, mobilenetv2, resnet, resnet_cifar, wrn",
+    ),
     "unknown optimizer option": (["optimizer=lion"], "optimizer=lion", "valid: adadelta"),
     "unknown schedule in a sweep": (["-m", "schedule=cosine,linear"], "schedule=linear", "valid:"),
     "negative learning rate": (["optimizer.lr=-0.1"], "optimizer.lr=-0.1", "> 0"),
