@@ -6,12 +6,14 @@ PyTorch objects, and no ``DictConfig`` travels past this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from trainrepro.callbacks import Callback
 from trainrepro.config import instantiate
 from trainrepro.data.loader import make_loader
 from trainrepro.data.splits import DataSplits
@@ -38,6 +40,7 @@ class Run:
     device: torch.device
     autocast_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
+    callbacks: list[Callback] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,6 +115,21 @@ def make_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> Schedule
     )
 
 
+def make_callbacks(cfg: DictConfig, model: torch.nn.Module) -> list[Callback]:
+    """One callback per entry of ``cfg.callbacks`` (name -> node), in config order."""
+    nodes = cfg.get("callbacks") or {}
+    if not isinstance(nodes, Mapping | DictConfig):
+        raise ConfigError("callbacks", nodes, "must map names to nodes; add one with +callbacks=")
+    callbacks = []
+    for name, node in nodes.items():
+        callback = instantiate(f"callbacks.{name}", node, model)
+        if not isinstance(callback, Callback):
+            target = node.get("_target_") if isinstance(node, Mapping | DictConfig) else node
+            raise ConfigError(f"callbacks.{name}._target_", target, "does not build a Callback")
+        callbacks.append(callback)
+    return callbacks
+
+
 def build_run(cfg: DictConfig) -> Run:
     """Build data, model, optimizer and schedule, cheap checks first.
 
@@ -136,6 +154,7 @@ def build_run(cfg: DictConfig) -> Run:
     optimizer = instantiate("optimizer", cfg.optimizer, model)
     schedule = make_schedule(cfg, optimizer)
     check_batch_sizes(schedule, cfg.epochs, len(data.train.labels), norm_layer, cfg.max_micro_batch)
+    callbacks = make_callbacks(cfg, model)
 
     def loader(split: Any, augment: Any) -> Any:
         return make_loader(
@@ -155,4 +174,5 @@ def build_run(cfg: DictConfig) -> Run:
         device=device,
         autocast_dtype=autocast_dtype,
         scaler=scaler,
+        callbacks=callbacks,
     )

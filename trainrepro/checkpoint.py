@@ -1,8 +1,8 @@
 """Checkpoints that let a run continue bit for bit where it stopped.
 
 Schedules and the data order are pure functions of (seed, epoch, update), so a checkpoint
-needs only the model, the optimizer, the counters, the metrics rows so far and the global RNG
-state (dropout draws from it).
+needs only the model, the optimizer, the counters, the metrics rows so far, the global RNG
+state (dropout draws from it) and the state of each callback (trainrepro.callbacks).
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler | None,
     progress: Progress,
     config: dict[str, Any],
+    callbacks: list[dict[str, Any]] | None = None,
 ) -> None:
+    """``callbacks``: each callback's ``state_dict()``, in the order of ``cfg.callbacks``."""
     atomic_torch_save(
         {
             "model": model.state_dict(),
@@ -60,6 +62,7 @@ def save_checkpoint(
             "progress": asdict(progress),
             "rng": rng_state(),
             "config": config,
+            "callbacks": callbacks or [],
         },
         path,
     )

@@ -15,6 +15,7 @@ import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -53,13 +54,19 @@ def check_overrides(args: list[str]) -> DictConfig:
         else:
             values = [o.get_value_element_as_str()]
         if key in groups and not o.is_delete():
-            for value in values:
+            for value in _selected_options(o):
                 if not (CONF_DIR / key / f"{value}.yaml").is_file():
                     valid = ", ".join(_options(key))
                     raise ConfigError(key, value, f"unknown option; valid: {valid}")
         if not key.startswith("hydra"):
             first_values.append(f"{o.get_key_element()}={values[0]}" if values else o.input_line)
     return _compose(first_values)
+
+
+def _selected_options(o: Override) -> list[str]:
+    """The group options an override names; a list value (``+callbacks=[a,b]``) names several."""
+    values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+    return [str(v) for value in values for v in (value if isinstance(value, list) else [value])]
 
 
 def _compose(overrides: list[str]) -> DictConfig:

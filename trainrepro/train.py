@@ -3,6 +3,7 @@
 The schedule is a pure function of (epoch, update), read at every update for the learning rate
 and momentum and at every epoch start for the batch size; the data order is a pure function of
 (seed, epoch). A checkpoint at each epoch end is therefore all that resume needs.
+Instruments plug in as callbacks (trainrepro.callbacks), called at fixed points below.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from trainrepro.records import (
 
 # Keys that may differ between a run and its resumption without changing its numbers.
 RESUME_FREE_KEYS = ("resume", "progress", "eval_batch_size")
+# Keys added after checkpoints were first written, with the value an older checkpoint implies.
+ADDED_KEYS = {"callbacks": {}}
 # How often (in updates) the loss is brought to the host: each .item() waits for the GPU.
 SYNC_EVERY = 25
 
@@ -73,6 +76,8 @@ def train(cfg: DictConfig, run_dir: Path, *, stop_after_epoch: int | None = None
         print(f"note: {note}")
     n_params = sum(p.numel() for p in run.model.parameters())
     print(f"run: {run_dir}  device: {device_description(run.device)}  params: {n_params:,}")
+    for callback in run.callbacks:
+        callback.start(run, run_dir)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     status, diverged_at = "completed", None
@@ -80,6 +85,8 @@ def train(cfg: DictConfig, run_dir: Path, *, stop_after_epoch: int | None = None
         row, diverged_at = _train_epoch(run, cfg, epoch, progress)
         progress.rows.append(row)
         progress.epoch = epoch + 1
+        for callback in run.callbacks:
+            callback.end_epoch(run, progress.epoch, row)
         write_metrics(run_dir / "metrics.csv", progress.rows)
         if diverged_at is not None:
             # The checkpoint keeps the last finite epoch: a resume replays the divergence.
@@ -93,6 +100,7 @@ def train(cfg: DictConfig, run_dir: Path, *, stop_after_epoch: int | None = None
             scaler=run.scaler,
             progress=progress,
             config=config,
+            callbacks=[callback.state_dict() for callback in run.callbacks],
         )
         if stop_after_epoch is not None and progress.epoch >= stop_after_epoch:
             status = "interrupted"
@@ -114,11 +122,13 @@ def train(cfg: DictConfig, run_dir: Path, *, stop_after_epoch: int | None = None
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(run_dir / "summary.json", summary)
+    for callback in run.callbacks:
+        callback.finish(run_dir, status)
     return summary
 
 
 def _restore(run: Run, ckpt: dict[str, Any], config: dict[str, Any]) -> Progress:
-    saved = dict(ckpt["config"])
+    saved = {**ADDED_KEYS, **ckpt["config"]}
     changed = sorted(
         k
         for k in set(saved) | set(config)
@@ -137,6 +147,9 @@ def _restore(run: Run, ckpt: dict[str, Any], config: dict[str, Any]) -> Progress
     if run.scaler is not None and ckpt["scaler"] is not None:
         run.scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
+    # The config check above makes the callbacks, and so their order, those of the checkpoint.
+    for callback, state in zip(run.callbacks, ckpt.get("callbacks", []), strict=True):
+        callback.load_state_dict(state)
     return Progress(**ckpt["progress"])
 
 
@@ -168,7 +181,7 @@ def _train_epoch(
         set_lr(optimizer, point.lr)
         if point.momentum is not None:
             set_momentum(optimizer, point.momentum)
-        logits, loss = _update(run, x, y, cfg.max_micro_batch)
+        logits, loss = _update(run, x, y, cfg.max_micro_batch, update=progress.updates + 1)
         progress.updates += 1
         progress.samples += len(y)
         progress.grad_evals += len(y)
@@ -225,12 +238,18 @@ def _train_epoch(
 
 
 def _update(
-    run: Run, x: torch.Tensor, y: torch.Tensor, max_micro_batch: int | None
+    run: Run,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    max_micro_batch: int | None,
+    *,
+    update: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One parameter update on the batch; returns its logits and mean loss, detached.
 
     A batch larger than ``max_micro_batch`` is split, and the gradients of the pieces,
     each weighted by its share of the batch, are summed before the single optimizer step.
+    ``update`` (from 1 over the run) is what the callbacks' ``after_backward`` is told.
     """
     optimizer = run.optimizer
     optimizer.zero_grad(set_to_none=True)
@@ -246,6 +265,11 @@ def _update(
             loss.backward()
         logits.append(out.detach())
         losses.append(loss.detach())
+    if run.callbacks:
+        if run.scaler is not None:  # callbacks see true gradients; step() won't unscale twice
+            run.scaler.unscale_(optimizer)
+        for callback in run.callbacks:
+            callback.after_backward(run, update)
     if run.scaler is not None:
         run.scaler.step(optimizer)
         run.scaler.update()

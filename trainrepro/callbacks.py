@@ -1,0 +1,54 @@
+"""The trainer's one seam for instruments and tricks: a callback with no-op hooks.
+
+A callback is a small object the trainer calls at fixed points of a run, so a new instrument
+needs a module and a ``conf/callbacks/<name>.yaml``, not an edit of the training loop. Add one
+with ``+callbacks=<name>`` (or ``+callbacks=[a,b]``); its builder receives the model as its one
+positional argument plus the node's keys, and may raise ConfigError before training starts.
+
+The hooks, in the order a run calls them:
+
+- ``start(run, run_dir)``: once, after a resumed run's state is restored and the run directory
+  exists, before the first update.
+- ``after_backward(run, update)``: at every update, once the gradients of the whole logical
+  batch (every micro-batch) are in ``p.grad``, unscaled, and before the optimizer step.
+  ``update`` counts from 1 over the whole run, as the ``updates`` column of metrics.csv does.
+- ``end_epoch(run, epoch, row)``: after each epoch, ``epoch`` counting from 1 (the row's
+  ``epoch``), before the metrics are written and the checkpoint saved; keys a callback adds to
+  ``row`` become metrics.csv columns.
+- ``finish(run_dir, status)``: once, after summary.json; ``status`` is the summary's
+  (completed, diverged or interrupted).
+
+``state_dict``/``load_state_dict`` travel in the checkpoint, so a resumed run continues an
+instrument exactly where it was at the last epoch end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # build.py imports this module; the hooks only annotate with Run.
+    from trainrepro.build import Run
+
+
+class Callback:
+    """Base class: every hook does nothing, so a callback overrides only what it needs."""
+
+    def start(self, run: Run, run_dir: Path) -> None:
+        """Called once before the first update of this process."""
+
+    def after_backward(self, run: Run, update: int) -> None:
+        """Called with the batch's full, unscaled gradients, before the optimizer step."""
+
+    def end_epoch(self, run: Run, epoch: int, row: dict[str, Any]) -> None:
+        """Called after epoch ``epoch`` (from 1) with its metrics row, before the checkpoint."""
+
+    def finish(self, run_dir: Path, status: str) -> None:
+        """Called once after summary.json is written."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue this callback; saved in every checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
