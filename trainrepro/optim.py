@@ -1,10 +1,12 @@
 """Optimizer builders: one flat, validated function per ``conf/optimizer/<name>.yaml``.
 
-Every builder wraps torch's own implementation (default ``foreach``) and takes the model as
-its one positional argument. ``weight_decay`` means an L2 term added to the gradient
-(``g += wd * p``) for every option except ``adamw``, where it is decoupled from the gradient
-(Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"); ``radam`` and ``nadam``
-can switch to decoupled decay with ``decoupled_weight_decay``.
+Every builder takes the model as its one positional argument and wraps torch's own
+implementation (default ``foreach``), except ``radam`` and ``adam_2k``, which build our
+implementations of Liu et al. (2020) in ``trainrepro.adaptive``. ``weight_decay`` means an L2
+term added to the gradient (``g += wd * p``, "coupled") for every option except ``adamw``,
+where it is decoupled from the gradient (Loshchilov & Hutter 2019, "Decoupled Weight Decay
+Regularization": ``p -= lr * wd * p``); ``adam``, ``adam_eps``, ``adam_2k``, ``radam`` and
+``nadam`` can switch to decoupled decay with ``decoupled_weight_decay``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainrepro.adaptive import RHO_THRESHOLD, RAdam, adam_2k, adam_eps, rho_inf
 from trainrepro.config import check_kwargs
 from trainrepro.errors import ConfigError
 
@@ -147,17 +150,19 @@ def adam(
     betas: Betas = ADAM_BETAS,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
     amsgrad: bool = False,
     decay_norm_and_bias: bool = True,
 ) -> torch.optim.Optimizer:
-    """Adam (Kingma & Ba 2015), AMSGrad variant (Reddi et al. 2018); L2 weight decay."""
+    """Adam (Kingma & Ba 2015), AMSGrad variant (Reddi et al. 2018); L2 weight decay, or
+    decoupled with ``decoupled_weight_decay`` (then torch's AdamW, the same as ``adamw``)."""
     _check_common(lr, weight_decay, eps)
     b = _check_betas(betas)
     check_bool("optimizer.amsgrad", amsgrad)
+    check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
     groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.Adam(
-        groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
-    )
+    cls = torch.optim.AdamW if decoupled_weight_decay else torch.optim.Adam
+    return cls(groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
 def adamw(
@@ -193,20 +198,29 @@ def radam(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     decoupled_weight_decay: bool = False,
+    rho_threshold: float = RHO_THRESHOLD,
     decay_norm_and_bias: bool = True,
 ) -> torch.optim.Optimizer:
-    """Rectified Adam (Liu et al. 2020), torch's implementation for now."""
+    """Rectified Adam (Liu et al. 2020), our implementation (``trainrepro.adaptive.RAdam``)."""
     _check_common(lr, weight_decay, eps)
     b = _check_betas(betas)
     check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
+    check_number("optimizer.rho_threshold", rho_threshold, 4.0)  # r_t is imaginary below 4
+    if rho_threshold >= rho_inf(b[1]):
+        raise ConfigError(
+            "optimizer.rho_threshold",
+            rho_threshold,
+            f"must be < rho_inf = 2/(1-beta2)-1 = {rho_inf(b[1]):g}, or no step is adaptive",
+        )
     groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.RAdam(
+    return RAdam(
         groups,
         lr=lr,
         betas=b,
         eps=eps,
         weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay,
+        rho_threshold=float(rho_threshold),
     )
 
 
@@ -327,6 +341,9 @@ OptimizerBuilder = Callable[..., torch.optim.Optimizer]
 OPTIMIZERS: dict[str, OptimizerBuilder] = {
     "sgd": sgd,
     "adam": adam,
+    "adam_eps": adam_eps,  # Liu et al. 2020's Adam-eps; these two live in trainrepro.adaptive
+    "adam_2k": adam_2k,
+    "adam_warmup": adam,  # Adam; its conf file also sets the schedule's warmup_steps
     "adamw": adamw,
     "radam": radam,
     "nadam": nadam,
