@@ -81,5 +81,45 @@ reproduce-smith18: install
 		| $(call RUNNER,$(SMITH18_JOBS),$(SMITH18_THREADS))
 	$(PY) scripts/smith18_report.py runs/$(SMITH18_NAME) --out results/$(SMITH18_NAME)
 
+
+# Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond" (RAdam): the
+# presets of conf/experiment/radam/ over the lr grid and seeds, then the figures and table.md.
+# PROFILE=full: the paper's CIFAR-10 scale on one GPU (SGD, Adam, RAdam and Adam with warmup
+# W = 100/200/500/1000 at every lr, Adam-2k and Adam-eps at lr 0.1; 3 seeds), runs/radam/ ->
+# results/radam/. PROFILE=quick: conf/profile/radam_quick.yaml on 2 CPU cores (Adam and RAdam
+# over the grid with 2 seeds; SGD, Adam with warmup, Adam-2k, Adam-eps at lr 0.1 with 1 seed),
+# runs/radam-quick/ -> results/radam-quick/. Restartable like reproduce-smith18.
+RADAM_GRID := 0.1 0.03 0.01 0.003
+ifeq ($(PROFILE),quick)
+RADAM_NAME := radam-quick
+RADAM_ARGS := profile=radam_quick
+RADAM_RUNS := $(foreach p,adam radam,$(foreach l,$(RADAM_GRID),$(foreach s,0 1,$(p):$(l):$(s)))) \
+	$(foreach p,sgd adam_warmup adam_2k adam_eps,$(p):0.1:0)
+RADAM_JOBS := 2
+RADAM_THREADS := 1
+else
+RADAM_NAME := radam
+RADAM_ARGS :=
+RADAM_SEEDS := 0 1 2
+RADAM_RUNS := $(foreach p,sgd adam radam,$(foreach l,$(RADAM_GRID),$(foreach s,$(RADAM_SEEDS),$(p):$(l):$(s)))) \
+	$(foreach w,100 200 500 1000,$(foreach l,$(RADAM_GRID),$(foreach s,$(RADAM_SEEDS),adam_warmup:$(l):$(s):$(w)))) \
+	$(foreach p,adam_2k adam_eps,$(foreach s,$(RADAM_SEEDS),$(p):0.1:$(s)))
+RADAM_JOBS := 1
+RADAM_THREADS :=
+endif
+
+# $(call radam_line,<preset>:<lr>:<seed>[:<warmup steps>])
+radam_field = $(word $(2),$(subst :, ,$(1)))
+radam_line = "runs/$(RADAM_NAME)/$(call radam_field,$(1),1)$(if $(call radam_field,$(1),4),_w$(call radam_field,$(1),4))/lr$(call radam_field,$(1),2)/seed$(call radam_field,$(1),3) \
+	+experiment=radam/$(call radam_field,$(1),1) $(RADAM_ARGS) optimizer.lr=$(call radam_field,$(1),2) \
+	seed=$(call radam_field,$(1),3)$(if $(call radam_field,$(1),4), schedule.warmup_steps=$(call radam_field,$(1),4))"
+
+.PHONY: reproduce-radam
+reproduce-radam: install
+	@case "$(PROFILE)" in full|quick) ;; *) echo "PROFILE=$(PROFILE): use full or quick"; exit 2;; esac
+	@printf '%s\n' $(foreach r,$(RADAM_RUNS),$(call radam_line,$(r))) \
+		| $(call RUNNER,$(RADAM_JOBS),$(RADAM_THREADS))
+	$(PY) scripts/radam_report.py runs/$(RADAM_NAME) --out results/$(RADAM_NAME)
+
 clean:
 	rm -rf $(VENV) results/demo runs outputs multirun
