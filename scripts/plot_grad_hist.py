@@ -69,7 +69,9 @@ def plot_heatmaps(run_dirs: list[Path], titles: list[str] | None, out: Path) -> 
         updates = hist["updates"].numpy()
         x = np.append(updates - 0.5, updates[-1] + 0.5)  # cell edges around each update
         shown = np.ma.masked_equal(frac, 0.0)  # empty bins stay blank, as LogNorm can't show 0
-        mesh = ax.pcolormesh(x, hist["edges"].numpy(), shown, norm=norm, cmap="viridis")
+        mesh = ax.pcolormesh(
+            x, hist["edges"].numpy(), shown, norm=norm, cmap="viridis", rasterized=True
+        )
         median = summary["median"].replace([np.inf, -np.inf], np.nan)
         ax.plot(summary["update"], median, color="white", lw=1.0, label="median")
         ax.set_title(title)

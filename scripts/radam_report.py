@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,6 +130,8 @@ def distortion(run_dir: Path) -> dict[str, float]:
         "shift": at["median"] - first["median"],
         "p10_shift": at["p10"] - first["p10"],
         "zeros_at": at["zero_fraction"],
+        "zeros_last": hist.iloc[-1]["zero_fraction"],
+        "last_update": int(hist.iloc[-1]["update"]),
     }
 
 
@@ -150,7 +153,7 @@ def table_md(name: str, summary: pd.DataFrame, hist: dict[str, dict], unfinished
         if row.completed == 1:
             acc = _fmt(row.mean)
         at = PAPER_AT.get((row.preset, row.lr))
-        best = PAPER_BEST.get(row.preset.split("_w")[0] if "_w" in row.preset else row.preset)
+        best = PAPER_BEST.get(re.sub(r"_w\d+$", "", row.preset))
         lines.append(
             f"| {label} | {row.lr:g} | {row.completed}/{row.runs} | {acc} | {row.diverged} | "
             f"{f'{at[1]} ({at[0]})' if at else '—'} | {f'{best[1]} ({best[0]})' if best else '—'} |"
@@ -179,11 +182,14 @@ def table_md(name: str, summary: pd.DataFrame, hist: dict[str, dict], unfinished
         verdict = "**pass**" if all(a["shift"] < o["shift"] for o in others) else "**fail**"
         detail = ", ".join(
             f"{PRESETS[p]} {h['shift']:+.2f} (from {h['median_first']:.2f} to"
-            f" {h['median_at']:.2f}; 10th percentile {h['p10_shift']:+.2f})"
+            f" {h['median_at']:.2f}; 10th percentile {h['p10_shift']:+.2f}; exactly zero:"
+            f" {100 * h['zeros_at']:.0f}% of entries at update {DISTORTION_UPDATES},"
+            f" {100 * h['zeros_last']:.0f}% at update {h['last_update']})"
             for p, h in hist.items()
         )
         lines.append(
-            f"- gradient histograms, lr 0.1, seed 0: change of the median log10|g| from update 1"
+            f"- gradient histograms, lr 0.1, seed 0: change of the median log10|g| (over nonzero"
+            f" entries) from update 1"
             f" to update {DISTORTION_UPDATES}: {detail}. Adam without warmup's distribution must"
             f" move further towards small values than both others: {verdict}"
         )
