@@ -28,6 +28,12 @@ from pathlib import Path
 DONE = ("completed", "diverged")
 
 
+def say(message: str) -> None:
+    """One line in one write, so the lines of runs finishing together never interleave."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
 def parse_runs(lines: list[str]) -> list[tuple[Path, list[str]]]:
     """``(run dir, overrides)`` per non-empty, non-comment line; duplicate dirs are an error."""
     runs, seen = [], set()
@@ -58,7 +64,7 @@ def status_of(run_dir: Path) -> str:
 def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
     state = status_of(run_dir)
     if state == "done":
-        print(f"{run_dir}: done, kept", flush=True)
+        say(f"{run_dir}: done, kept")
         return True
     if state == "fresh":
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -69,7 +75,7 @@ def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    print(f"{run_dir}: started (resume={str(resume).lower()})", flush=True)
+    say(f"{run_dir}: started (resume={str(resume).lower()})")
     start = time.monotonic()
     log = run_dir.with_name(run_dir.name + ".log")
     with log.open("a") as out:
@@ -79,9 +85,9 @@ def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
         code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     elapsed = time.monotonic() - start
     if code != 0:
-        print(f"{run_dir}: FAILED (exit {code}) after {elapsed:.0f} s, see {log}", flush=True)
+        say(f"{run_dir}: FAILED (exit {code}) after {elapsed:.0f} s, see {log}")
         return False
-    print(f"{run_dir}: finished in {elapsed:.0f} s", flush=True)
+    say(f"{run_dir}: finished in {elapsed:.0f} s")
     return True
 
 
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         ok = list(pool.map(lambda r: run_one(r[0], r[1], args.threads), runs))
     failed = ok.count(False)
-    print(f"{len(runs)} runs ({failed} failed) in {time.monotonic() - start:.0f} s", flush=True)
+    say(f"{len(runs)} runs ({failed} failed) in {time.monotonic() - start:.0f} s")
     return 1 if failed else 0
 
 
