@@ -216,12 +216,109 @@ def adam_step_by_hand(
     return theta, m, v
 
 
+def authors_adam_2k(
+    theta: float,
+    grads: list[float],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    wd: float,
+    freeze: int,
+    eps_on_v_hat: bool = True,
+) -> list[float]:
+    """The authors' Adam-2k (github.com/LiyuanLucasLiu/RAdam, nmt/my_module/adam2.py, class
+    Adam2 with --tb-tag adam_1k --adam-freeze <freeze>) on one scalar, plain Python floats,
+    step by step as lines 133-151 there: one step counter for every update; v each update;
+    decoupled decay, m and the parameter only once step > freeze; m divided by
+    1 - beta1^step. ``eps_on_v_hat``: eps on sqrt(v_hat), as torch's Adam and Adam2k; False:
+    on sqrt(v), as the authors' line 136."""
+    m = v = 0.0
+    out = []
+    for step, g in enumerate(grads, 1):
+        v = beta2 * v + (1 - beta2) * g * g
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = (1 - beta2**step) ** 0.5
+        if step > freeze:
+            theta -= wd * lr * theta
+            m = beta1 * m + (1 - beta1) * g
+            if eps_on_v_hat:
+                theta -= lr * (m / bias_correction1) / (math.sqrt(v) / bias_correction2 + eps)
+            else:
+                theta -= lr * bias_correction2 / bias_correction1 * m / (math.sqrt(v) + eps)
+        out.append(theta)
+    return out
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+@pytest.mark.parametrize("eps", [1e-8, 0.0])
+def test_adam_2k_default_is_the_authors_code(wd: float, eps: float) -> None:
+    k, kw = 30, {"lr": 0.01, "beta1": 0.9, "beta2": 0.99}
+    starts = [0.5, -1.25, 2.0]
+    g = torch.Generator().manual_seed(3)
+    grads = (torch.randn(k + 60, 3, generator=g, dtype=torch.float64) * 0.5 + 0.2).tolist()
+    (p,) = params = [torch.nn.Parameter(torch.tensor(starts, dtype=torch.float64))]
+    opt = Adam2k(
+        params,
+        lr=kw["lr"],
+        betas=(kw["beta1"], kw["beta2"]),
+        eps=eps,
+        weight_decay=wd,
+        decoupled_weight_decay=True,
+        k=k,
+    )
+    assert opt.defaults["bias_correction"] == "authors"
+    ours = run(opt, params, [[torch.tensor(row, dtype=torch.float64)] for row in grads])
+    for i, start in enumerate(starts):
+        column = [row[i] for row in grads]
+        got = [step[0][i].item() for step in ours]
+        assert got[:k] == [start] * k
+        expected = authors_adam_2k(start, column, eps=eps, wd=wd, freeze=k, **kw)
+        assert got == pytest.approx(expected, rel=1e-12, abs=1e-14)
+        # The authors' own eps placement: equal when eps = 0, within eps's effect otherwise.
+        literal = authors_adam_2k(start, column, eps=eps, wd=wd, freeze=k, eps_on_v_hat=False, **kw)
+        assert got == pytest.approx(literal, rel=1e-12 if eps == 0 else 1e-6, abs=1e-14)
+
+
+@pytest.mark.parametrize(("wd", "decoupled"), [(0.0, False), (0.1, False), (0.1, True)])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adam_2k_default_is_torch_adam_resumed_at_step_k(
+    wd: float, decoupled: bool, foreach: bool
+) -> None:
+    """After the k frozen updates: torch's Adam (AdamW) loaded with step k, m = 0, our v."""
+    k, lr = 9, 0.01
+    grads = grad_stream(k + 50)
+    ours_p, ref_p = make_params(), make_params()
+    ours = Adam2k(ours_p, lr=lr, weight_decay=wd, decoupled_weight_decay=decoupled, k=k)
+    run(ours, ours_p, grads[:k])
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    ref = cls(ref_p, lr=lr, weight_decay=wd, foreach=foreach)
+    state = ref.state_dict()
+    state["state"] = {
+        i: {
+            "step": torch.tensor(float(k)),
+            "exp_avg": torch.zeros_like(p),
+            "exp_avg_sq": ours.state[p]["exp_avg_sq"].clone(),
+        }
+        for i, p in enumerate(ours_p)
+    }
+    ref.load_state_dict(state)
+    pairs = zip(run(ours, ours_p, grads[k:]), run(ref, ref_p, grads[k:]), strict=True)
+    for t, (a, b) in enumerate(pairs, k + 1):
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14, msg=f"update {t}")
+
+
 @pytest.mark.parametrize("wd", [0.0, 0.1])
-def test_adam_2k_estimates_v_first_then_is_adam(wd: float) -> None:
+def test_adam_2k_shifted_estimates_v_first_then_is_adam(wd: float) -> None:
+    """bias_correction="shifted" (the behaviour before issue 8): m / (1 - beta1^(t - k))."""
     k, lr, b1, b2, eps = 7, 0.01, 0.9, 0.999, 1e-8
     params = make_params()
     start = [p.detach().clone() for p in params]
-    opt = Adam2k(params, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd, k=k)
+    opt = Adam2k(
+        params, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd, k=k, bias_correction="shifted"
+    )
     grads = grad_stream(k + 3)
     history = run(opt, params, grads[:k])
     for i, (p, p0) in enumerate(zip(params, start, strict=True)):
@@ -247,6 +344,38 @@ def test_adam_2k_estimates_v_first_then_is_adam(wd: float) -> None:
             torch.testing.assert_close(p.detach(), expected[i][0], rtol=1e-12, atol=1e-14)
     # The first Adam step moves every coordinate by ~lr (m_hat = g, |g| / sqrt(v_hat) ~ 1).
     assert all(not torch.equal(p.detach(), p0) for p, p0 in zip(params, start, strict=True))
+
+
+def test_adam_2k_shifted_over_authors_is_one_over_1_minus_beta1_to_the_t_minus_k() -> None:
+    """Same gradients: each post-freeze update of "shifted" is (1 - beta1^t) / (1 - beta1^(t-k))
+    times the authors' (m and v are the same in both; eps 0 makes the ratio exact): ~10x at
+    update k + 1 with beta1 0.9, above 1.01x through update k + 43, below from k + 44."""
+    k, b1, n = 2000, 0.9, 60
+    g = torch.Generator().manual_seed(4)
+    grads = [[torch.randn(5, generator=g, dtype=torch.float64) + 0.3] for _ in range(k + n)]
+    deltas = {}
+    for mode in ("authors", "shifted"):
+        (p,) = params = [torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))]
+        opt = Adam2k(params, lr=1e-3, betas=(b1, 0.999), eps=0.0, k=k, bias_correction=mode)
+        history = run(opt, params, grads)
+        steps = [torch.zeros(5, dtype=torch.float64)] + [h[0] for h in history[k:]]
+        assert all(torch.equal(h[0], steps[0]) for h in history[:k])
+        deltas[mode] = [after - before for before, after in zip(steps[:-1], steps[1:], strict=True)]
+    ratios = []
+    for s, (a, b) in enumerate(zip(deltas["authors"], deltas["shifted"], strict=True), 1):
+        expected = (1 - b1 ** (k + s)) / (1 - b1**s)
+        torch.testing.assert_close(b / a, torch.full_like(a, expected), rtol=1e-9, atol=0)
+        ratios.append(expected)
+    assert ratios[0] == pytest.approx(1 / (1 - b1), rel=1e-12)  # 10x at the first update
+    assert min(ratios[:43]) > 1.01 > max(ratios[43:]) > 1.0
+
+
+def test_adam_2k_bias_correction_is_checked() -> None:
+    with pytest.raises(ValueError, match="bias_correction"):
+        Adam2k(make_params(), bias_correction="paper")
+    for mode in ("authors", "shifted"):
+        opt = optim.create_optimizer("adam_2k", torch.nn.Linear(2, 2), bias_correction=mode)
+        assert all(group["bias_correction"] == mode for group in opt.param_groups)
 
 
 def test_plain_adam_moves_at_update_1_and_adam_2k_with_k_0_is_torch_adam() -> None:
@@ -298,7 +427,57 @@ OPTS: dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]] = {
     "adam_2k_decoupled": lambda ps: Adam2k(
         ps, lr=0.01, weight_decay=0.1, k=8, decoupled_weight_decay=True
     ),
+    "adam_2k_shifted": lambda ps: Adam2k(
+        ps, lr=0.01, weight_decay=0.1, k=8, decoupled_weight_decay=True, bias_correction="shifted"
+    ),
 }
+
+
+def plain_values_only(obj: object, where: str = "state_dict") -> None:
+    """What torch.load(weights_only=True) reads back without allow-listing: tensors and plain
+    Python values, in dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            plain_values_only(key, f"{where} key")
+            plain_values_only(value, f"{where}[{key!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            plain_values_only(value, f"{where}[{i}]")
+    else:
+        assert obj is None or type(obj) in (torch.Tensor, bool, int, float, str), (where, obj)
+
+
+@pytest.mark.parametrize("name", sorted(OPTS))
+def test_state_dict_holds_only_tensors_and_plain_values(name: str) -> None:
+    params = make_params()
+    opt = OPTS[name](params)
+    run(opt, params, grad_stream(12))
+    state = opt.state_dict()
+    plain_values_only(state)
+    if name.startswith("adam_2k"):
+        expected = "shifted" if name.endswith("shifted") else "authors"
+        assert [g["bias_correction"] for g in state["param_groups"]] == [expected]
+
+
+def test_adam_2k_state_dict_from_before_bias_correction_resumes_shifted() -> None:
+    """A state_dict saved before the key existed came from the shifted correction: it goes on
+    so, whatever the new optimizer was built with."""
+    grads = grad_stream(20)
+    straight_p, first_p, resumed_p = make_params(), make_params(), make_params()
+    straight = run(OPTS["adam_2k_shifted"](straight_p), straight_p, grads)[-1]
+    first = OPTS["adam_2k_shifted"](first_p)
+    run(first, first_p, grads[:10])
+    saved = copy.deepcopy(first.state_dict())
+    for group in saved["param_groups"]:
+        del group["bias_correction"]
+    with torch.no_grad():
+        for a, b in zip(resumed_p, first_p, strict=True):
+            a.copy_(b)
+    resumed = Adam2k(resumed_p, lr=0.01, weight_decay=0.1, k=8, decoupled_weight_decay=True)
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["bias_correction"] == "shifted"
+    final = run(resumed, resumed_p, grads[10:])[-1]
+    assert all(torch.equal(a, b) for a, b in zip(straight, final, strict=True))
 
 
 @pytest.mark.parametrize("name", sorted(OPTS))
@@ -368,6 +547,8 @@ def test_lr_and_momentum_knobs(name: str) -> None:
         ("adam_2k", {"betas": [0.9, 1.0]}, "optimizer.betas"),
         ("adam_2k", {"lr": 0.0}, "optimizer.lr"),
         ("adam_2k", {"decoupled_weight_decay": "yes"}, "optimizer.decoupled_weight_decay"),
+        ("adam_2k", {"bias_correction": "paper"}, "optimizer.bias_correction"),
+        ("adam_2k", {"bias_correction": True}, "optimizer.bias_correction"),
         ("adam", {"decoupled_weight_decay": 0}, "optimizer.decoupled_weight_decay"),
         ("adam_eps", {"eps": 0.0}, "optimizer.eps"),
     ],
@@ -391,6 +572,7 @@ def test_options_compose_and_build(option: str) -> None:
         assert opt.defaults["eps"] == 1e-4
     if option == "adam_2k":
         assert opt.defaults["k"] == 2000
+        assert opt.defaults["bias_correction"] == "authors"
 
 
 @pytest.mark.parametrize("schedule", ["step", "cosine", "constant"])

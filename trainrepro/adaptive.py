@@ -173,22 +173,42 @@ class RAdam(torch.optim.Optimizer):
 
 
 # ---------------------------------------------------------------- Adam-2k
+# How Adam2k divides the first moment m at update t > k (``bias_correction``):
+#   "authors": by 1 - beta1^t, t counting every update since the start, frozen ones included.
+#       The authors' code, github.com/LiyuanLucasLiu/RAdam nmt/my_module/adam2.py (class
+#       Adam2, run with --tb-tag adam_1k --adam-freeze 2000, nmt/recipes.md "Adam-2k"): one
+#       step counter, line 133, bias_correction1 = 1 - beta1 ** state['step'] at line 141,
+#       m updated only once step > adam_freeze (lines 147-151). Also torch.optim.Adam resumed
+#       at step k with m = 0 and the accumulated v. As 1 - beta1^t ~ 1 past k, m (which starts
+#       at 0 at update k + 1) is left biased low: update k + 1 is (1 - beta1) times Adam's.
+#   "shifted": by 1 - beta1^(t - k), the count of gradients m has seen, so update k + 1 is
+#       Adam's first step from a fresh m and the accumulated v (our earlier default). It is
+#       1 / (1 - beta1^(t - k)) times "authors": 10x at update k + 1 with beta1 0.9, still
+#       above 1.01x at update k + 43.
+BIAS_CORRECTIONS = ("authors", "shifted")
+
+
 class Adam2k(torch.optim.Optimizer):
     """Adam-2k of Liu et al. (2020, Sec. 3.1): for the first ``k`` updates only the second
     moment v is updated from the gradients, so the adaptive rate is estimated from k samples
     before it is used; the parameters and the first moment m stay fixed. Plain Adam after.
 
     Bias correction: v has averaged every gradient since the start, so update t divides it by
-    1 - beta2^t; m starts at update k + 1, so it is divided by 1 - beta1^(t - k), the count
-    of gradients it has seen. Update k + 1 is therefore exactly Adam's first step from a
-    fresh m and the accumulated v. (The authors' fairseq code divides m by 1 - beta1^t, ~1
-    after 2000 updates, i.e. leaves it uncorrected; we keep Adam's unbiased m_hat.)
+    1 - beta2^t. m starts at update k + 1; ``bias_correction`` says what it is divided by:
+    ``"authors"`` (default) 1 - beta1^t, as the authors' code (nmt/my_module/adam2.py of
+    github.com/LiyuanLucasLiu/RAdam) and torch.optim.Adam resumed at step k with m = 0 and
+    the accumulated v; ``"shifted"`` 1 - beta1^(t - k), the count of gradients m has seen,
+    which makes update k + 1 Adam's first step from a fresh m (1 / (1 - beta1) = 10x the
+    authors' update there with beta1 0.9). See ``BIAS_CORRECTIONS``.
 
     Step after the first k: theta -= lr * m_hat / (sqrt(v_hat) + eps), eps added to sqrt(v_hat)
-    as in torch.optim.Adam (k=0 is torch's Adam). ``weight_decay`` is L2, as in Adam: g +=
-    weight_decay * theta; during the first k updates the decay term enters v only, so it does
-    not move the parameters either. With ``decoupled_weight_decay`` it is AdamW's decay,
-    theta *= 1 - lr * weight_decay before each step after the first k (k=0 is torch's AdamW).
+    as in torch.optim.Adam (k=0 is torch's Adam). The authors' code adds eps to sqrt(v) before
+    the bias correction sqrt(1 - beta2^t), i.e. uses eps / sqrt(1 - beta2^t): 1.07 eps at
+    t = 2000 with beta2 0.999, 1.6 eps at t = 500; we keep torch's. ``weight_decay`` is L2,
+    as in Adam: g += weight_decay * theta; during the first k updates the decay term enters v
+    only, so it does not move the parameters either. With ``decoupled_weight_decay`` it is
+    AdamW's decay, theta *= 1 - lr * weight_decay before each step after the first k (k=0 is
+    torch's AdamW; the authors' code decays so, and only after the freeze, too).
     """
 
     def __init__(
@@ -200,10 +220,14 @@ class Adam2k(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         k: int = ADAM_2K_STEPS,
         decoupled_weight_decay: bool = False,
+        bias_correction: str = "authors",
     ) -> None:
         _check_hyper(lr, betas, eps, weight_decay)
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"Invalid k (updates that only estimate v, >= 0): {k}")
+        if bias_correction not in BIAS_CORRECTIONS:
+            choices = ", ".join(BIAS_CORRECTIONS)
+            raise ValueError(f"Invalid bias_correction: {bias_correction!r} (one of {choices})")
         defaults = {
             "lr": lr,
             "betas": tuple(betas),
@@ -211,8 +235,15 @@ class Adam2k(torch.optim.Optimizer):
             "weight_decay": weight_decay,
             "k": k,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "bias_correction": bias_correction,
         }
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Groups saved before the key existed were trained with the shifted correction.
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("bias_correction", "shifted")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -225,6 +256,7 @@ class Adam2k(torch.optim.Optimizer):
             beta1, beta2 = group["betas"]
             lr, eps, wd, k = group["lr"], group["eps"], group["weight_decay"], group["k"]
             coupled_wd = 0.0 if group["decoupled_weight_decay"] else wd
+            shifted = group["bias_correction"] == "shifted"
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -243,7 +275,7 @@ class Adam2k(torch.optim.Optimizer):
                     p.mul_(1.0 - lr * wd)
                 m = state["exp_avg"]
                 m.lerp_(grad, 1.0 - beta1)
-                bias1 = 1.0 - beta1 ** (t - k)
+                bias1 = 1.0 - beta1 ** (t - k if shifted else t)
                 bias2_sqrt = math.sqrt(1.0 - beta2**t)
                 denom = (v.sqrt() / bias2_sqrt).add_(eps)
                 p.addcdiv_(m, denom, value=-lr / bias1)
@@ -276,14 +308,23 @@ def adam_2k(
     weight_decay: float = 0.0,
     decoupled_weight_decay: bool = False,
     k: int = ADAM_2K_STEPS,
+    bias_correction: str = "authors",
     decay_norm_and_bias: bool = True,
 ) -> torch.optim.Optimizer:
-    """Adam-2k (Liu et al. 2020, Sec. 3.1): v alone for ``k`` updates, then Adam."""
+    """Adam-2k (Liu et al. 2020, Sec. 3.1): v alone for ``k`` updates, then Adam; m's bias
+    correction ``authors`` (1 - beta1^t) or ``shifted`` (1 - beta1^(t - k)), see Adam2k."""
+    from trainrepro.errors import ConfigError
     from trainrepro.optim import check_bool, check_int
 
     groups, b = _adam_groups(model, lr, betas, eps, weight_decay, decay_norm_and_bias)
     k = check_int("optimizer.k", k, 0)
     check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
+    if not isinstance(bias_correction, str) or bias_correction not in BIAS_CORRECTIONS:
+        raise ConfigError(
+            "optimizer.bias_correction",
+            bias_correction,
+            f"must be one of: {', '.join(BIAS_CORRECTIONS)}",
+        )
     return Adam2k(
         groups,
         lr=lr,
@@ -292,6 +333,7 @@ def adam_2k(
         weight_decay=weight_decay,
         k=k,
         decoupled_weight_decay=decoupled_weight_decay,
+        bias_correction=bias_correction,
     )
 
 
