@@ -1,12 +1,11 @@
-"""The Liu et al. (2020) presets, their quick profile, the make target's run list, and the
-report script, on tiny real runs."""
+"""The Liu et al. (2020) presets, their quick profile, the declared run lists, and the report
+(`trainrepro reproduce radam`) on tiny real runs and on the committed runs.csv."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import re
 import shutil
-import subprocess
 
 import pandas as pd
 import pytest
@@ -14,6 +13,10 @@ import torch
 from support import CONF_DIR, REPO, TINY, make_cfg
 
 from trainrepro.config import instantiate
+from trainrepro.reproduce.cli import main as reproduce
+from trainrepro.reproduce.data import results
+from trainrepro.reproduce.papers import PAPERS
+from trainrepro.reproduce.papers.radam import GRID
 from trainrepro.train import train
 
 PRESET_DIR = CONF_DIR / "experiment" / "radam"
@@ -28,9 +31,11 @@ OPTIMIZER = {  # preset -> optimizer option, and whether its weight decay is dec
     "adam_eps": ("adam_eps", True),
 }
 
-spec = importlib.util.spec_from_file_location("radam_report", REPO / "scripts/radam_report.py")
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
+
+def report(root, out) -> int:
+    """`trainrepro reproduce radam --profile quick --report-only` on the runs under root."""
+    args = ["radam", "--profile", "quick", "--report-only", "--runs-root", str(root)]
+    return reproduce([*args, "--out", str(out)])
 
 
 def test_every_preset_is_known():
@@ -68,24 +73,21 @@ def test_preset_composes_builds_and_keeps_the_papers_setting(preset, profile):
 
 
 @pytest.mark.parametrize("profile", ["quick", "full"])
-def test_make_target_lists_every_run_once(profile):
-    dry = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "reproduce-radam", f"PROFILE={profile}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    lines = re.findall(r'"(runs/[^"]+)"', dry)
-    dirs = [line.split()[0] for line in lines]
+def test_declared_runs_are_each_listed_once(profile, tmp_path, capsys):
+    args = ["radam", "--profile", profile, "--dry-run", "--runs-root", str(tmp_path / "r")]
+    assert reproduce(args) == 0
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    dirs = [line.split()[1] for line in lines]
     assert len(dirs) == len(set(dirs)) == (20 if profile == "quick" else 90)
     for line in lines:
-        run_dir, *overrides = line.split()
-        preset = re.match(r"runs/radam(?:-quick)?/(\w+?)(?:_w\d+)?/lr", run_dir).group(1)
+        _, run_dir, *overrides = line.split()
+        preset = re.match(r".*/r/(\w+?)(?:_w\d+)?/lr", run_dir).group(1)
         assert f"+experiment=radam/{preset}" in overrides
         lr = run_dir.split("/lr")[1].split("/")[0]
         assert f"optimizer.lr={lr}" in overrides
         assert ("profile=radam_quick" in overrides) == (profile == "quick")
+        warmup = re.search(r"_w(\d+)/", run_dir)
+        assert (f"schedule.warmup_steps={warmup.group(1)}" in overrides) if warmup else True
 
 
 def _tiny_run(root, preset: str, lr: float, seed: int, final_acc: float | None = None) -> None:
@@ -116,7 +118,7 @@ def test_report_on_tiny_real_runs(tmp_path):
     # The rest of the grid: copies with pinned accuracies (RAdam's spread 1, Adam's 30 points).
     for preset, accs in (("adam", (60.0, 70.0, 80.0, 90.0)), ("radam", (80.0, 80.5, 81.0, 80.2))):
         src = root / preset / "lr0.1" / "seed0"
-        for lr, acc in zip(report.GRID, accs, strict=True):
+        for lr, acc in zip(GRID, accs, strict=True):
             dst = root / preset / f"lr{lr:g}" / "seed1"
             shutil.copytree(src, dst)
             (dst / "config.yaml").write_text(
@@ -126,13 +128,18 @@ def test_report_on_tiny_real_runs(tmp_path):
             metrics.loc[metrics.index[-1], "test_acc"] = acc
             metrics.to_csv(dst / "metrics.csv", index=False)
     out = tmp_path / "out"
-    assert report.main([str(root), "--out", str(out)]) == 0
+    assert report(root, out) == 0
     table = (out / "table.md").read_text()
     assert "| RAdam | 0.1 | 2/2 |" in table and "91.06 (Sec. 5.2)" in table
     assert "91.38 (Table 1)" in table and "90.54 (Table 1)" in table
     # Grid spreads of the means: RAdam 81.0 - 80.0, Adam 90.0 - 60.0 (seed 0 pinned at lr 0.1).
-    assert "RAdam 1.00 points, Adam 30.00" in table and "smaller): **pass**" in table
-    assert "change of the median log10|g|" in table
+    text = (out / "REPORT.md").read_text()
+    assert "RAdam 1.00 points, Adam 30.00" in text and "`lr_robustness` (**pass**)" in text
+    assert "change of the median log10|g|" in text
+    claims = json.loads((out / "verdicts.json").read_text())["claims"]
+    assert claims[0]["status"] == "pass" and claims[1]["status"] in ("pass", "fail")
+    kept = json.loads((out / "grad_hist_distortion.json").read_text())
+    assert set(kept["runs"]) == {"adam", "adam_warmup", "radam"}
     for name in ("lr_robustness", "curves", "grad_hist", "rectification"):
         for ext in ("png", "pdf"):
             assert (out / f"{name}.{ext}").stat().st_size > 0
@@ -143,5 +150,17 @@ def test_report_on_tiny_real_runs(tmp_path):
 def test_report_refuses_a_flat_folder(tmp_path, capsys):
     _tiny_run(tmp_path, "adam", 0.1, 0)
     flat = tmp_path / "adam" / "lr0.1"
-    assert report.main([str(flat), "--out", str(tmp_path / "out")]) == 2
-    assert "expected <preset>/lr<lr>/seed<k>" in capsys.readouterr().err
+    assert report(flat, tmp_path / "out") == 2
+    assert "<preset>/lr<lr>/seed<seed> run directories" in capsys.readouterr().err
+
+
+def test_committed_quick_results_keep_their_numbers():
+    """The committed runs.csv still gives the first report's numbers (commit 37d9b70)."""
+    out = REPO / "results" / "radam-quick"
+    res = results(PAPERS["radam"], "quick", out, None, out / "runs.csv")
+    table = PAPERS["radam"].table(res)
+    assert "| RAdam | 0.1 | 2/2 | 61.02 ± 0.95 (60.35–61.69) | 0 | 91.06 (Sec. 5.2) |" in table
+    assert "| Adam | 0.1 | 2/2 | 15.58 ± 7.89 (10.00–21.16) | 0 | — | 90.54 (Table 1) |" in table
+    robust, hist = (c.verdict(res) for c in PAPERS["radam"].claims)
+    assert "RAdam 3.14 points, Adam 46.89" in robust.detail and robust.status == "pass"
+    assert hist.status == "pass" and "Adam -2.31 (from -2.92 to -5.23" in hist.detail

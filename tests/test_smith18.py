@@ -3,12 +3,12 @@
 Every preset in conf/experiment/smith18/ composes under both profiles (read from the folder,
 so a new preset is covered); the planned update counts match the paper's at full scale and
 meet the issue's acceptance ratio in the quick profile, without training; the report script
-turns fake runs and one tiny real run into its figures and table.
+(`trainrepro reproduce smith18`) turns fake runs and one tiny real run into its figures, table
+and claims, and the committed runs.csv into the committed table.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,6 +22,9 @@ from trainrepro.build import epoch_batch_sizes, make_schedule
 from trainrepro.config import instantiate
 from trainrepro.noise import noise_scale
 from trainrepro.records import write_metrics
+from trainrepro.reproduce.cli import main as reproduce
+from trainrepro.reproduce.data import results
+from trainrepro.reproduce.papers import PAPERS
 from trainrepro.schedules import Schedule
 from trainrepro.train import train
 
@@ -32,15 +35,10 @@ CIFAR10_TRAIN = 50_000
 MAIN = ("momentum_decay_lr", "momentum_hybrid", "momentum_increase_batch")
 
 
-def _load_report():
-    path = REPO / "scripts" / "smith18_report.py"
-    spec = importlib.util.spec_from_file_location("smith18_report", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report()
+def report(root: Path, out: Path) -> int:
+    """`trainrepro reproduce smith18 --profile quick --report-only` on the runs under root."""
+    args = ["smith18", "--profile", "quick", "--report-only", "--runs-root", str(root)]
+    return reproduce([*args, "--out", str(out)])
 
 
 def compose(preset: str, profile: str = "full", *extra: str):
@@ -126,7 +124,7 @@ def test_quick_profile_keeps_the_schedule_structure(preset):
     assert quick.device == "cpu" and quick.dataset.train_size <= 10_000
 
 
-# ---------------------------------------------------------------- the report script
+# ---------------------------------------------------------------- the report
 def fake_run(run_dir: Path, preset: str, seed: int, final_acc: float, status: str = "completed"):
     """A run directory as the trainer leaves it, from the preset's planned schedule."""
     schedule, sizes, n_train, cfg = plan(preset, "quick")
@@ -172,8 +170,8 @@ def test_report_on_fake_runs(tmp_path):
     for preset in ("fig5_increase_batch", "fig5_increased_lr", "fig5_increased_momentum"):
         fake_run(root / preset / "seed0", preset, 0, 55.0)
     fake_run(root / "adam_decay_lr" / "seed0", "adam_decay_lr", 0, 50.0, status="running")
-    out = tmp_path / "results"
-    assert report.main([str(root), "--out", str(out)]) == 0
+    out = tmp_path / "results" / "smith18-quick"
+    assert report(root, out) == 0
     for name in ("schedules", "train_loss", "test_acc_per_epoch", "test_acc_per_update"):
         assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").exists()
     metrics = pd.read_csv(out / "runs.csv")
@@ -183,15 +181,18 @@ def test_report_on_fake_runs(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| momentum_hybrid "))
     assert "| 2 | 2,740 | 0.439 | 61.00 ± 0.71 (60.50–61.50) | 34,320 |" in row
     assert "| 78,000 | ~80,000 | 1.000 | 94.3 |" in table  # the paper's numbers beside ours
-    assert "max − min of the three schedules' means: 1.00 points" in table
-    assert table.count("**pass**") == 2
     assert "adam_decay_lr: seed0 (running, epoch 10/20)" in table
+    text = (out / "REPORT.md").read_text()
+    assert "max − min of the three schedules' means: 1.00 points" in text
+    verdicts = json.loads((out / "verdicts.json").read_text())["claims"]
+    assert [c["status"] for c in verdicts] == ["pass", "pass", "not shown at this scale"]
+    assert "![test_acc_per_update](test_acc_per_update.png)" in text
 
 
 def test_report_fails_on_a_flat_folder(tmp_path, capsys):
     fake_run(tmp_path / "runs" / "seed0", "momentum_decay_lr", 0, 60.0)
-    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
-    assert "<preset>/seed<k>" in capsys.readouterr().err
+    assert report(tmp_path / "runs", tmp_path / "out") == 2
+    assert "<preset>/seed<seed>" in capsys.readouterr().err
 
 
 def test_report_on_a_tiny_real_run(tmp_path):
@@ -218,6 +219,22 @@ def test_report_on_a_tiny_real_run(tmp_path):
         torch.set_num_threads(threads)
     assert summary["status"] == "completed"
     assert summary["final"]["batch_size"] == 4 * 125
-    assert report.main([str(root), "--out", str(tmp_path / "out")]) == 0
+    assert report(root, tmp_path / "out") == 0
     table = (tmp_path / "out" / "table.md").read_text()
     assert f"| {summary['final']['updates']:,} |" in table
+    assert "runs: 1 of the 9 declared" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
+def test_committed_quick_results_keep_their_numbers():
+    """The committed runs.csv still gives the numbers of the first report (commit e293217)."""
+    out = REPO / "results" / "smith18-quick"
+    res = results(PAPERS["smith18"], "quick", out, None, out / "runs.csv")
+    table = PAPERS["smith18"].table(res)
+    assert (
+        "| momentum_decay_lr | decay_lr | 2 | 6,240 | 1.000 | 68.47 ± 0.57 (68.07–68.87) "
+        "| 78,000 | ~80,000 | 1.000 | 94.3 |" in table
+    )
+    assert "| momentum_increase_batch | increase_batch | 2 | 2,300 | 0.369 |" in table
+    details = [c.verdict(res).detail for c in PAPERS["smith18"].claims]
+    assert "means: 0.82 points" in details[0]
+    assert details[1].startswith("updates, increase_batch ÷ decay_lr: 0.369")

@@ -114,6 +114,10 @@ def main() -> None:
             ConfigError("conf", CONF_DIR, "config folder missing; install with `pip install -e .`")
         )
     args = sys.argv[1:]
+    if args[:1] == ["reproduce"]:  # `trainrepro reproduce <paper> ...`: trainrepro/reproduce/
+        from trainrepro.reproduce.cli import main as reproduce_main
+
+        sys.exit(reproduce_main(args[1:]))
     if args[:1] == ["plan"]:  # `trainrepro plan ...` is `trainrepro ... +plan=true`
         args = [*args[1:], "+plan=true"]
         sys.argv = [sys.argv[0], *args]

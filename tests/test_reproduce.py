@@ -1,0 +1,172 @@
+"""trainrepro/reproduce: every declared paper (read from the registry, so a new paper is
+covered) is complete, lists its runs, reports from a synthetic runs.csv, and re-derives the
+committed results/<paper>[-quick]/table.md from the committed runs.csv."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pandas as pd
+import pytest
+from support import CONF_DIR, REPO, make_cfg
+
+from trainrepro.reproduce.cli import main as reproduce
+from trainrepro.reproduce.data import results
+from trainrepro.reproduce.paper import STATUSES
+from trainrepro.reproduce.papers import PAPERS
+from trainrepro.reproduce.report import verdicts
+
+NAMES = sorted(PAPERS)
+PROFILES = ("quick", "full")
+
+
+def presets_of(name: str) -> set[str]:
+    folder = CONF_DIR / "experiment" / name
+    return {p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declaration_is_complete(name):
+    paper = PAPERS[name]
+    assert paper.name == name and paper.title and paper.citation
+    assert set(paper.profiles) == set(PROFILES)
+    presets = presets_of(name)
+    assert presets, f"conf/experiment/{name}/ has no presets"
+    # Every preset runs at the paper's scale; every run names an existing preset.
+    assert {r.preset for r in paper.profiles["full"].runs} == presets
+    depth = paper.layout.count("/") + 1
+    for profile in paper.profiles.values():
+        assert profile.runs and profile.note and profile.jobs >= 1
+        paths = [r.path for r in profile.runs]
+        assert len(set(paths)) == len(paths), "two runs in one directory"
+        for run in profile.runs:
+            assert run.preset in presets
+            assert run.path.count("/") + 1 == depth and run.path.endswith(f"seed{run.seed}")
+    claims = [c.key for c in paper.claims]
+    assert claims and len(set(claims)) == len(claims)
+    for claim in paper.claims:
+        assert claim.statement and claim.source and claim.acceptance and callable(claim.check)
+        assert set(claim.profiles) <= set(PROFILES)
+        assert set(claim.profiles) == set(PROFILES) or claim.scale_note
+    keys = [n.key for n in paper.numbers]
+    assert len(set(keys)) == len(keys)
+    for number in paper.numbers:
+        assert number.source and number.shown and math.isfinite(number.value)
+    names = [f.name for f in paper.figures]
+    assert names and len(set(names)) == len(names) and all(f.caption for f in paper.figures)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", NAMES)
+def test_every_preset_composes_with_its_profile(name, profile):
+    paper = PAPERS[name]
+    prof = paper.profiles[profile]
+    first = {}
+    for run in prof.runs:
+        first.setdefault(run.preset, run)
+    for run in first.values():
+        cfg = make_cfg(f"+experiment={name}/{run.preset}", *prof.config, *run.overrides)
+        assert cfg.epochs > 0
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", NAMES)
+def test_dry_run_lists_the_runs(name, profile, tmp_path, capsys):
+    paper = PAPERS[name]
+    runs = paper.profiles[profile].runs
+    done = tmp_path / runs[0].path
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text('{"status": "completed"}')
+    args = [name, "--profile", profile, "--dry-run", "--runs-root", str(tmp_path)]
+    assert reproduce(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(runs) + 1 and f"{len(runs)} runs" in lines[-1]
+    for line, run in zip(lines, runs, strict=False):
+        state, run_dir, *overrides = line.split()
+        assert state == ("done" if run is runs[0] else "fresh")
+        assert run_dir == str(tmp_path / run.path)
+        assert overrides[0] == f"+experiment={name}/{run.preset}"
+        assert f"seed={run.seed}" in overrides
+        assert set(paper.profiles[profile].config) <= set(overrides)
+    assert not (tmp_path / runs[1].path).exists()  # a dry run creates nothing
+
+
+def synthetic_csv(name: str, path) -> pd.DataFrame:
+    """Three epochs per declared quick run, with the run's overrides as config columns."""
+    rows = []
+    for i, run in enumerate(PAPERS[name].profiles["quick"].runs):
+        config = dict(o.split("=", 1) for o in run.overrides)
+        config.setdefault("optimizer.lr", "0.1")
+        for epoch in (1, 2, 3):
+            acc = 10.0 + epoch * (10 + i % 3)
+            rows.append(
+                {
+                    "run_dir": f"runs/{name}-quick/{run.path}", "status": "completed",
+                    "epoch": epoch, "updates": 100 * epoch * (1 + i % 2), "samples": 3200 * epoch,
+                    "lr": 0.1 / epoch, "batch_size": 32 * epoch, "momentum": 0.9,
+                    "noise_scale": 10.0 / epoch, "train_loss": 2.0 / epoch, "train_acc": acc,
+                    "test_loss": 2.1 / epoch, "test_acc": acc, "wall_seconds": 5.0 * epoch,
+                    "seed": run.seed, **{k: float(v) for k, v in config.items()},
+                }
+            )  # fmt: skip
+    df = pd.DataFrame(rows)
+    df.to_csv(path, index=False)
+    return df
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_report_from_a_synthetic_runs_csv(name, tmp_path):
+    paper = PAPERS[name]
+    out = tmp_path / "results" / f"{name}-quick"
+    out.mkdir(parents=True)
+    synthetic_csv(name, out / "runs.csv")
+    args = [name, "--profile", "quick", "--report-only", "--runs-root", str(tmp_path / "none")]
+    assert reproduce([*args, "--out", str(out)]) == 0
+    report = (out / "REPORT.md").read_text()
+    record = json.loads((out / "verdicts.json").read_text())
+    assert [c["key"] for c in record["claims"]] == [c.key for c in paper.claims]
+    for claim, entry in zip(paper.claims, record["claims"], strict=True):
+        assert entry["status"] in STATUSES
+        assert f"`{claim.key}` (**{entry['status']}**)" in report
+    for fig in paper.figures:
+        assert f"### {fig.name}" in report
+        if not fig.needs_run_dirs:
+            assert (out / f"{fig.name}.png").stat().st_size > 0
+        else:  # neither the run dirs nor a committed figure: the report says so
+            assert "Not drawn: it needs the runs'" in report
+    assert "## Provenance" in report and "git revision" in report
+    assert f"runs: {len(paper.profiles['quick'].runs)} of the" in report
+    assert report.count("\n|") > 3  # the claims and the table
+    index = (tmp_path / "results" / "README.md").read_text()
+    for other in PAPERS.values():
+        assert f"## {other.title}" in index
+    for entry in record["claims"]:
+        assert f"{entry['statement']} ({entry['source']}): **{entry['status']}**" in index
+
+
+def committed(name: str) -> list[str]:
+    paper = PAPERS[name]
+    return [p for p in PROFILES if (REPO / "results" / paper.result_name(p) / "runs.csv").is_file()]
+
+
+@pytest.mark.parametrize(
+    "name, profile", [(n, p) for n in NAMES for p in committed(n)] or [pytest.param("", "")]
+)
+def test_committed_runs_csv_reproduces_the_committed_table(name, profile):
+    if not name:
+        pytest.skip("no committed results yet")
+    paper = PAPERS[name]
+    out = REPO / "results" / paper.result_name(profile)
+    res = results(paper, profile, out, None, out / "runs.csv")  # reads only
+    rows = [line for line in paper.table(res).splitlines() if line.startswith("|")]
+    table_md = (out / "table.md").read_text().splitlines()
+    committed_rows = [line for line in table_md if line.startswith("|")]
+    assert rows == committed_rows
+    saved = json.loads((out / "verdicts.json").read_text())
+    assert {c["key"]: c["status"] for c in saved["claims"]} == {
+        c.key: v.status for c, v in verdicts(res)
+    }
+    index = (REPO / "results" / "README.md").read_text()
+    assert re.search(rf"\[{re.escape(paper.result_name(profile))}/REPORT.md\]", index)

@@ -1,0 +1,7 @@
+"""Paper reproductions declared once (trainrepro/reproduce/papers/<paper>.py: runs per profile,
+the paper's numbers with their sources, claims with acceptance checks, figures) and one
+command that runs and reports any of them: ``trainrepro reproduce <paper> --profile quick``.
+
+Modules: paper.py (the declaration types), runner.py (the restartable runner), data.py
+(loading runs or runs.csv), report.py (REPORT.md and results/README.md), cli.py.
+"""

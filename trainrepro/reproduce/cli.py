@@ -1,0 +1,126 @@
+"""``trainrepro reproduce <paper> --profile quick|full``: run a paper's runs restartably, then
+write its report (results/<paper>[-quick]/REPORT.md) and the results index.
+
+    trainrepro reproduce smith18 --profile quick --dry-run     # what would run, and its state
+    trainrepro reproduce radam --profile quick                  # run (or resume), then report
+    trainrepro reproduce radam --profile quick --report-only    # report from what is there
+
+The report reads the run directories (runs/<paper>[-quick]/) when they are there, else the
+committed results/<paper>[-quick]/runs.csv; ``--from-csv`` forces a CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from trainrepro.errors import ConfigError
+from trainrepro.reproduce.data import RUNS_CSV, results
+from trainrepro.reproduce.paper import Paper, Profile
+from trainrepro.reproduce.runner import RunSpec, dry_run_lines, run_all
+
+
+def run_specs(paper: Paper, profile: Profile, run_root: Path) -> list[RunSpec]:
+    """The runner's ``(run dir, overrides)`` for every run of the profile."""
+    return [
+        (
+            run_root / run.path,
+            [
+                f"+experiment={paper.name}/{run.preset}",
+                *profile.config,
+                *run.overrides,
+                f"seed={run.seed}",
+            ],
+        )  # fmt: skip
+        for run in profile.runs
+    ]
+
+
+def _has_runs(root: Path) -> bool:
+    return root.is_dir() and any(root.rglob("metrics.csv"))
+
+
+def parser() -> argparse.ArgumentParser:
+    from trainrepro.reproduce.papers import PAPERS
+
+    p = argparse.ArgumentParser(
+        prog="trainrepro reproduce", description=__doc__.split("\n\n")[0].replace("``", "`")
+    )
+    p.add_argument("paper", choices=sorted(PAPERS), help="a declared paper")
+    p.add_argument("--profile", choices=("quick", "full"), default="full")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs and their state; run nothing"
+    )
+    p.add_argument("--jobs", type=int, help="runs at a time (default: the profile's)")
+    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS per run (default: the profile's)")
+    p.add_argument("--report-only", action="store_true", help="run nothing; write the report")
+    p.add_argument("--from-csv", type=Path, help="build the report from this runs.csv")
+    p.add_argument("--runs-root", type=Path, help="default: runs/<paper>[-quick]")
+    p.add_argument("--out", type=Path, help="default: results/<paper>[-quick]")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trainrepro.reproduce import report
+    from trainrepro.reproduce.papers import PAPERS
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    paper = PAPERS[args.paper]
+    profile = paper.profiles[args.profile]
+    name = paper.result_name(args.profile)
+    run_root = args.runs_root or Path("runs") / name
+    out = args.out or Path("results") / name
+    jobs = args.jobs or profile.jobs
+    threads = args.threads if args.threads is not None else profile.threads
+    if jobs < 1:
+        print(f"error: --jobs={jobs}: must be >= 1", file=sys.stderr)
+        return 2
+    specs = run_specs(paper, profile, run_root)
+    if args.dry_run:
+        print("\n".join(dry_run_lines(specs)))
+        print(f"{len(specs)} runs, {jobs} at a time; then the report in {out}/REPORT.md")
+        return 0
+    run_seconds = None
+    if not (args.report_only or args.from_csv):
+        start = time.monotonic()
+        if run_all(specs, jobs, threads):
+            print("error: runs failed (see their .log); no report written", file=sys.stderr)
+            return 1
+        run_seconds = time.monotonic() - start
+    csv, note = args.from_csv, ""
+    missing = [str(d) for d, _ in specs if not (d / "metrics.csv").is_file()]
+    if csv is None and missing and (out / RUNS_CSV).is_file():
+        # Partial run dirs (a rerun of a few runs, say) would make a report of a few runs:
+        # the committed CSV holds them all. Said in the report, never silently.
+        csv = out / RUNS_CSV
+        note = (
+            f"Built from `{csv}`: {len(missing)} of the {len(specs)} declared runs have no run "
+            f"directory in `{run_root}`"
+            + (
+                f" (the {len(specs) - len(missing)} there were not read)."
+                if _has_runs(run_root)
+                else "."
+            )
+        )
+        print(note.replace("`", ""))
+    elif csv is None and not _has_runs(run_root):
+        print(f"error: neither run directories in {run_root} nor {out / RUNS_CSV}", file=sys.stderr)
+        return 2
+    command = shlex.join(["trainrepro", "reproduce", *argv])
+    try:
+        res = results(paper, args.profile, out, None if csv else run_root, csv)
+        res.notes += [note] if note else []
+        path = report.write(res, command, run_seconds)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

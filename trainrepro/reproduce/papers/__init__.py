@@ -1,0 +1,8 @@
+"""Every declared paper, by name: ``trainrepro reproduce <name>`` and the tests read this."""
+
+from __future__ import annotations
+
+from trainrepro.reproduce.paper import Paper
+from trainrepro.reproduce.papers import radam, smith18
+
+PAPERS: dict[str, Paper] = {p.name: p for p in (smith18.PAPER, radam.PAPER)}

@@ -1,0 +1,214 @@
+"""Write a paper's report, ``results/<paper>[-quick]/REPORT.md``, beside ``table.md``,
+``verdicts.json`` and the figures, then the index of every paper, ``results/README.md``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainrepro.reproduce.data import RUNS_CSV, write_runs_csv
+from trainrepro.reproduce.paper import NOT_CHECKED, Paper, Results, Verdict
+
+VERDICTS = "verdicts.json"
+
+
+def _figures(res: Results) -> list[str]:
+    """Draw every figure; one whose artefacts are absent is kept from the last report, said."""
+    lines = []
+    for fig in res.paper.figures:
+        prefix = res.out / fig.name
+        note = ""
+        if fig.needs_run_dirs and res.run_root is None:
+            have = prefix.with_suffix(".png").is_file()
+            note = (
+                f"*Kept from the committed files: it needs the runs' {fig.needs_run_dirs}, which "
+                f"runs.csv does not hold, and the run directories are absent.*"
+                if have
+                else f"*Not drawn: it needs the runs' {fig.needs_run_dirs}; no run directories.*"
+            )
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # log axes of single-point curves, etc.
+                fig.draw(res, prefix)
+        lines += [f"### {fig.name}", "", fig.caption + ".", ""]
+        if prefix.with_suffix(".png").is_file():
+            lines += [f"![{fig.name}]({fig.name}.png)", "", f"([PDF]({fig.name}.pdf))", ""]
+        if note:
+            lines += [note, ""]
+    return lines
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def _run_environment(res: Results) -> list[str]:
+    """What the runs recorded about themselves (summary.json), when their dirs are here."""
+    if res.run_root is None:
+        return ["- runs' device, versions and commit: in their summary.json, not in runs.csv "
+                "(run directories absent)"]  # fmt: skip
+    seen: dict[str, set[str]] = {"device": set(), "git": set(), "versions": set()}
+    for run in res.df["run_dir"].unique():
+        try:
+            summary = json.loads((res.run_root / run / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        seen["device"].add(str(summary.get("device")))
+        git = summary.get("git") or {}
+        seen["git"].add(f"{git.get('commit', '?')[:12]}" + (" (dirty)" if git.get("dirty") else ""))
+        versions = summary.get("versions") or {}
+        seen["versions"].add(", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    return [f"- runs' {k}: " + "; ".join(sorted(v)) for k, v in seen.items() if v]
+
+
+def _provenance(res: Results, command: str, run_seconds: float | None) -> list[str]:
+    from trainrepro.records import git_revision, versions
+
+    final = res.final()
+    counts = final["status"].value_counts().to_dict()
+    wall = final["wall_seconds"].astype(float) if "wall_seconds" in final else None
+    lines = [
+        f"- command: `{command}`",
+        f"- numbers from: {res.source}",
+        f"- runs: {len(final)} of the {len(res.paper.profiles[res.profile].runs)} declared ("
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + ")",
+    ]
+    if wall is not None and wall.notna().any():
+        lines.append(
+            f"- runs' wall time (each run's last `wall_seconds`): {_hours(wall.sum())} in all, "
+            f"longest run {_hours(wall.max())}"
+        )
+    if run_seconds is not None:
+        lines.append(f"- this command's runner: {_hours(run_seconds)} wall time")
+    lines += _run_environment(res)
+    git = git_revision()
+    import matplotlib
+    import pandas
+
+    vers = {**versions(), "pandas": pandas.__version__, "matplotlib": matplotlib.__version__}
+    cpu = platform.processor() or platform.machine()
+    import torch
+
+    if torch.cuda.is_available():
+        cpu += ", " + ", ".join(
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        )
+    lines += [
+        f"- report written at git revision {git['commit']}"
+        + (" (with uncommitted changes)" if git["dirty"] else ""),
+        f"- report machine: {platform.system()} {platform.release()}, {cpu}, "
+        f"{os.cpu_count()} CPU cores, Python {platform.python_version()}",
+        "- report packages: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
+    ]
+    return lines
+
+
+def verdicts(res: Results) -> list[tuple[object, Verdict]]:
+    """(claim, verdict) per declared claim; a check that raises is reported, not hidden."""
+    out = []
+    for claim in res.paper.claims:
+        try:
+            verdict = claim.verdict(res)
+        except (KeyError, ValueError, IndexError) as e:
+            verdict = Verdict(NOT_CHECKED, f"the check failed on these runs: {e!r}")
+        out.append((claim, verdict))
+    return out
+
+
+def write(res: Results, command: str, run_seconds: float | None = None) -> Path:
+    """REPORT.md, table.md, verdicts.json and (from run dirs) runs.csv in ``res.out``; then
+    the results index. Returns REPORT.md's path."""
+    paper, out = res.paper, res.out
+    out.mkdir(parents=True, exist_ok=True)
+    if res.run_root is not None:
+        write_runs_csv(res)
+    table = paper.table(res)
+    (out / "table.md").write_text(table)
+    figures = _figures(res)
+    judged = verdicts(res)
+    lines = [
+        f"# {paper.title}: {res.name}",
+        "",
+        f"{paper.citation}. Profile **{res.profile}**: {paper.profiles[res.profile].note}. "
+        f"Generated by `{command}`; do not edit.",
+        "",
+        "## Claims",
+        "",
+        "| claim | where | acceptance check | verdict |",
+        "|---|---|---|---|",
+        *(f"| {c.statement} | {c.source} | {c.acceptance} | **{v.status}** |" for c, v in judged),
+        "",
+        *(f"- `{c.key}` (**{v.status}**): {v.detail}" for c, v in judged),
+        "",
+        "## Table",
+        "",
+        # The table's own title is this report's; its rows and notes follow unchanged.
+        *table.split("\n", 2)[2].rstrip("\n").split("\n"),
+        "",
+        "## Figures",
+        "",
+        *figures,
+    ]
+    if res.notes:
+        lines += ["## Notes", "", *(f"- {n}" for n in res.notes), ""]
+    lines += ["## Provenance", "", *_provenance(res, command, run_seconds)]
+    path = out / "REPORT.md"
+    path.write_text("\n".join(lines) + "\n")
+    record = {
+        "paper": paper.name,
+        "profile": res.profile,
+        "name": res.name,
+        "source": res.source,
+        "claims": [
+            {"key": c.key, "statement": c.statement, "source": c.source,
+             "acceptance": c.acceptance, "status": v.status, "detail": v.detail,
+             "numbers": dict(v.numbers)}
+            for c, v in judged
+        ],
+    }  # fmt: skip
+    (out / VERDICTS).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    write_index(out.parent)
+    return path
+
+
+def write_index(results_root: Path, papers: Sequence[Paper] | None = None) -> Path:
+    """``results/README.md``: every declared paper, each profile's verdict per claim."""
+    from trainrepro.reproduce.papers import PAPERS
+
+    papers = list(PAPERS.values()) if papers is None else list(papers)
+    lines = [
+        "# Results",
+        "",
+        "Generated by `trainrepro reproduce <paper> --profile quick|full` from each report's "
+        f"`{VERDICTS}`; do not edit. Each folder holds `REPORT.md` (claims, table beside the "
+        f"paper's numbers, figures, provenance), `table.md`, the figures and `{RUNS_CSV}`.",
+        "",
+    ]
+    for paper in papers:
+        lines += [f"## {paper.title}", "", paper.citation + ".", ""]
+        found = False
+        for profile in paper.profiles:
+            name = paper.result_name(profile)
+            record_path = results_root / name / VERDICTS
+            if not record_path.is_file():
+                continue
+            found = True
+            record = json.loads(record_path.read_text())
+            lines += [f"**{profile}** ([{name}/REPORT.md]({name}/REPORT.md)):", ""]
+            lines += [f"- {c['statement']} ({c['source']}): **{c['status']}**"
+                      for c in record["claims"]]  # fmt: skip
+            lines.append("")
+        if not found:
+            lines += [
+                f"Not reproduced yet: `trainrepro reproduce {paper.name} --profile quick`.",
+                "",
+            ]
+    path = results_root / "README.md"
+    results_root.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
