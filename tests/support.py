@@ -27,6 +27,17 @@ TINY_RUN = (
     "progress=false",
 )
 TINY = (*TINY_DATA, *TINY_MODEL, *TINY_RUN)
+# Options whose defaults are paper-sized get shrunk so a few CPU steps take seconds.
+SMALL = {
+    ("model", "wrn"): ("model.depth=10", "model.width=1"),
+    ("model", "resnet"): ("model.width=8",),
+    ("model", "mobilenetv2"): ("model.width_mult=0.25",),
+    ("normalization", "gn"): ("normalization.groups=4",),
+    ("normalization", "ghost_bn"): ("normalization.ghost_batch_size=8",),
+    ("schedule", "step"): ("schedule.milestones=[0.5]",),
+    ("schedule", "sgdr"): ("schedule.period=0.5",),
+    ("schedule", "cyclic"): ("schedule.half_period=0.25",),
+}
 TIMING_COLUMNS = ("epoch_seconds", "train_seconds", "wall_seconds")
 
 

@@ -2,7 +2,7 @@
 
 The options are read from ``conf/<group>/`` so a new optimizer, norm or model is tested
 without editing this file; its defaults must be small enough to build, or it needs an entry
-in SMALL below.
+in ``support.SMALL``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 import pytest
 from support import (
     SHARED_DATA,
+    SMALL,
     TINY_DATA,
     TINY_MODEL,
     TINY_RUN,
@@ -24,19 +25,6 @@ from support import (
 from trainrepro.train import train
 
 GROUPS = ("model", "normalization", "optimizer", "schedule", "dataset")
-
-# Options whose defaults are paper-sized get shrunk so a few CPU steps take seconds.
-SMALL = {
-    ("model", "wrn"): ("model.depth=10", "model.width=1"),
-    ("model", "resnet"): ("model.width=8",),
-    ("model", "mobilenetv2"): ("model.width_mult=0.25",),
-    ("normalization", "gn"): ("normalization.groups=4",),
-    ("normalization", "ghost_bn"): ("normalization.ghost_batch_size=8",),
-    ("schedule", "step"): ("schedule.milestones=[0.5]",),
-    ("schedule", "sgdr"): ("schedule.period=0.5",),
-    ("schedule", "cyclic"): ("schedule.half_period=0.25",),
-}
-
 
 def dataset_overrides(option: str, tmp_path) -> tuple[str, ...]:
     small = ("dataset.train_size=512",)

@@ -8,16 +8,19 @@ and no run directory is created.
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainrepro.errors import ConfigError
@@ -96,16 +99,42 @@ def fail(error: ConfigError) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def _job(cfg: DictConfig) -> None:
+    from trainrepro.checkpoint import check_same_config, run_state
+    from trainrepro.preemption import Preempted
     from trainrepro.train import train
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # A sweep is restartable: finished jobs are kept, interrupted ones resumed.
+        state = run_state(run_dir)
+        if state == "done":
+            # A finished job of another config would be skipped silently: name the difference.
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+            try:
+                check_same_config(
+                    saved, OmegaConf.to_container(cfg, resolve=True), f"{run_dir}'s finished run"
+                )
+            except ConfigError as e:
+                fail(e)
+            print(f"{run_dir}: finished earlier, skipped")
+            return
+        cfg.resume = state == "resume"
+        if state == "fresh":  # a job killed before its first checkpoint starts over
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
     had_run = any((run_dir / name).exists() for name in ("metrics.csv", "checkpoint.pt"))
     try:
-        train(cfg, run_dir)
+        summary = train(cfg, run_dir, command=list(hydra_cfg.overrides.task))
     except ConfigError as e:
         if not had_run:  # Hydra made the directory for this job; leave nothing half-written.
             shutil.rmtree(run_dir, ignore_errors=True)
         fail(e)
+    except Preempted as e:
+        print(f"{e}; the last complete checkpoint in {run_dir} is kept", file=sys.stderr)
+        sys.exit(e.exit_code)
+    if summary["signal"]:  # stopped by SIGTERM/SIGINT: exit as a shell reports that signal
+        sys.exit(128 + signal.Signals[summary["signal"]].value)
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 The schedule is a pure function of (epoch, update), read at every update for the learning rate
 and momentum and at every epoch start for the batch size; the data order is a pure function of
-(seed, epoch). A checkpoint at each epoch end is therefore all that resume needs.
+(seed, epoch). A checkpoint that records the position inside the epoch is therefore all that
+resume needs: it is written at each epoch end, every ``checkpoint_every`` updates, and when a
+SIGTERM or SIGINT asks the run to stop (trainrepro.preemption).
 Instruments plug in as callbacks (trainrepro.callbacks), called at fixed points below.
 """
 
@@ -24,7 +26,9 @@ from trainrepro.build import Run, build_run
 from trainrepro.checkpoint import (
     CHECKPOINT_NAME,
     Progress,
+    check_same_config,
     load_checkpoint,
+    restore_model,
     restore_optimizer,
     restore_rng,
     save_checkpoint,
@@ -32,6 +36,7 @@ from trainrepro.checkpoint import (
 from trainrepro.errors import ConfigError
 from trainrepro.noise import noise_scale
 from trainrepro.optim import get_momentum, set_lr, set_momentum
+from trainrepro.preemption import StopFlag, stop_on_signals
 from trainrepro.records import (
     atomic_write_text,
     device_description,
@@ -41,19 +46,23 @@ from trainrepro.records import (
     write_metrics,
 )
 
-# Keys that may differ between a run and its resumption without changing its numbers.
-RESUME_FREE_KEYS = ("resume", "progress", "eval_batch_size")
-# Keys added after checkpoints were first written, with the value an older checkpoint implies.
-ADDED_KEYS = {"callbacks": {}}
 # How often (in updates) the loss is brought to the host: each .item() waits for the GPU.
 SYNC_EVERY = 25
 
 
-def train(cfg: DictConfig, run_dir: Path, *, stop_after_epoch: int | None = None) -> dict:
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    stop_after_epoch: int | None = None,
+    stop_after_update: int | None = None,
+    command: list[str] | None = None,
+) -> dict:
     """Train the run described by ``cfg`` in ``run_dir``; return the summary it writes.
 
-    ``stop_after_epoch`` ends the process's work early as a kill would, leaving a resumable
-    run (used by the resume test).
+    ``stop_after_epoch`` / ``stop_after_update`` stop the run as a SIGTERM arriving during that
+    epoch's last update / that update would (the resume tests use them). ``command`` (the
+    overrides it was started with) is recorded in summary.json.
     """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT_NAME
@@ -64,87 +73,110 @@ def train(cfg: DictConfig, run_dir: Path, *, stop_after_epoch: int | None = None
         )
     if cfg.resume and not ckpt_path.exists():
         raise ConfigError("resume", True, f"no {CHECKPOINT_NAME} in {run_dir} to resume from")
+    every = cfg.get("checkpoint_every")
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
+        raise ConfigError("checkpoint_every", every, "must be a positive number of updates or null")
 
-    run = build_run(cfg)
-    progress = Progress()
-    if cfg.resume:
-        progress = _restore(run, load_checkpoint(ckpt_path), config)
+    with stop_on_signals(StopFlag()) as stop:
+        run = build_run(cfg)
+        progress = Progress()
+        if cfg.resume:
+            progress = _restore(run, ckpt_path, config)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    for note in run.data.notes:
-        print(f"note: {note}")
-    n_params = sum(p.numel() for p in run.model.parameters())
-    print(f"run: {run_dir}  device: {device_description(run.device)}  params: {n_params:,}")
-    for callback in run.callbacks:
-        callback.start(run, run_dir)
-
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    status, diverged_at = "completed", None
-    for epoch in range(progress.epoch, cfg.epochs):
-        row, diverged_at = _train_epoch(run, cfg, epoch, progress)
-        progress.rows.append(row)
-        progress.epoch = epoch + 1
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        for note in run.data.notes:
+            print(f"note: {note}")
+        n_params = sum(p.numel() for p in run.model.parameters())
+        where = f" from epoch {progress.epoch + 1}, batch {progress.batch}" if cfg.resume else ""
+        print(f"run: {run_dir}  device: {device_description(run.device)}  params: {n_params:,}")
+        if where:
+            print(f"resumed{where} (update {progress.updates})")
         for callback in run.callbacks:
-            callback.end_epoch(run, progress.epoch, row)
-        write_metrics(run_dir / "metrics.csv", progress.rows)
-        if diverged_at is not None:
-            # The checkpoint keeps the last finite epoch: a resume replays the divergence.
-            status = "diverged"
-            print(f"diverged: non-finite loss by update {diverged_at}; run stopped")
-            break
-        save_checkpoint(
-            ckpt_path,
-            model=run.model,
-            optimizer=run.optimizer,
-            scaler=run.scaler,
-            progress=progress,
-            config=config,
-            callbacks=[callback.state_dict() for callback in run.callbacks],
-        )
-        if stop_after_epoch is not None and progress.epoch >= stop_after_epoch:
-            status = "interrupted"
-            break
+            callback.start(run, run_dir)
 
-    summary = {
-        "status": status,
-        "diverged": status == "diverged",
-        "diverged_at_update": diverged_at,
-        "epochs_completed": progress.epoch,
-        "final": progress.rows[-1] if progress.rows else {},
-        "best_test_acc": max((r["test_acc"] for r in progress.rows), default=None),
-        "num_params": n_params,
-        "notes": run.data.notes,
-        "device": device_description(run.device),
-        "versions": versions(),
-        "git": git_revision(),
-        "started": started,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_json(run_dir / "summary.json", summary)
-    for callback in run.callbacks:
-        callback.finish(run_dir, status)
+        def checkpoint() -> None:
+            save_checkpoint(
+                ckpt_path,
+                model=run.model,
+                optimizer=run.optimizer,
+                scaler=run.scaler,
+                progress=progress,
+                config=config,
+                callbacks=[callback.state_dict() for callback in run.callbacks],
+            )
+
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        status, diverged_at = "completed", None
+        while progress.epoch < cfg.epochs:
+            if stop:  # a signal before this epoch's first update: stop where we are
+                checkpoint()
+                status = "interrupted"
+                break
+            diverged_at = _train_epoch(run, cfg, progress, stop, checkpoint, stop_after_update)
+            if stop and diverged_at is None:
+                checkpoint()  # mid-epoch: the position says which batch comes next
+                status = "interrupted"
+                break
+            row = _end_epoch(run, cfg, progress)
+            for callback in run.callbacks:
+                callback.end_epoch(run, progress.epoch, row)
+            write_metrics(run_dir / "metrics.csv", progress.rows)
+            if diverged_at is not None:
+                # The checkpoint keeps the last finite state: a resume replays the divergence.
+                status = "diverged"
+                print(f"diverged: non-finite loss by update {diverged_at}; run stopped")
+                break
+            checkpoint()
+            if stop_after_epoch is not None and progress.epoch >= stop_after_epoch:
+                stop.request()
+            if stop and progress.epoch < cfg.epochs:
+                status = "interrupted"
+                break
+
+        summary = {
+            "status": status,
+            "diverged": status == "diverged",
+            "diverged_at_update": diverged_at,
+            "epochs_completed": progress.epoch,
+            "position": {
+                "epoch": progress.epoch,
+                "batch": progress.batch,
+                "updates": progress.updates,
+            },
+            "signal": stop.name if status == "interrupted" else None,
+            "final": progress.rows[-1] if progress.rows else {},
+            "best_test_acc": max((r["test_acc"] for r in progress.rows), default=None),
+            "num_params": n_params,
+            "notes": run.data.notes,
+            "device": device_description(run.device),
+            "versions": versions(),
+            "git": git_revision(),
+            "command": command,
+            "started": started,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(run_dir / "summary.json", summary)
+        if status == "interrupted":
+            print(
+                f"interrupted ({stop.name}) at epoch {progress.epoch + 1}, batch "
+                f"{progress.batch}; continue with resume=true"
+            )
+        for callback in run.callbacks:
+            callback.finish(run_dir, status)
     return summary
 
 
-def _restore(run: Run, ckpt: dict[str, Any], config: dict[str, Any]) -> Progress:
-    saved = {**ADDED_KEYS, **ckpt["config"]}
-    changed = sorted(
-        k
-        for k in set(saved) | set(config)
-        if k not in RESUME_FREE_KEYS and saved.get(k) != config.get(k)
-    )
-    if changed:
-        key = changed[0]
-        raise ConfigError(
-            key,
-            config.get(key),
-            f"differs from the checkpoint's ({saved.get(key)}); a resumed run must keep its config"
-            + (f" (also changed: {', '.join(changed[1:])})" if len(changed) > 1 else ""),
-        )
-    run.model.load_state_dict(ckpt["model"])
-    restore_optimizer(run.optimizer, ckpt["optimizer"])
-    if run.scaler is not None and ckpt["scaler"] is not None:
+def _restore(run: Run, ckpt_path: Path, config: dict[str, Any]) -> Progress:
+    """Load the checkpoint into the built run, refusing one whose config or model differs."""
+    ckpt = load_checkpoint(ckpt_path)
+    check_same_config(ckpt["config"], config)
+    restore_model(run.model, ckpt["model"], ckpt_path)
+    try:
+        restore_optimizer(run.optimizer, ckpt["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise ConfigError("checkpoint", ckpt_path, f"optimizer state does not fit: {e}") from None
+    if run.scaler is not None and ckpt.get("scaler") is not None:
         run.scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
     # The config check above makes the callbacks, and so their order, those of the checkpoint.
@@ -154,87 +186,124 @@ def _restore(run: Run, ckpt: dict[str, Any], config: dict[str, Any]) -> Progress
 
 
 def _train_epoch(
-    run: Run, cfg: DictConfig, epoch: int, progress: Progress
-) -> tuple[dict[str, Any], int | None]:
-    """One epoch of updates then evaluation; returns its metrics row and the divergence update."""
+    run: Run,
+    cfg: DictConfig,
+    progress: Progress,
+    stop: StopFlag,
+    checkpoint: Any,
+    stop_after_update: int | None = None,
+) -> int | None:
+    """Train epoch ``progress.epoch`` from batch ``progress.batch`` to its end, or until ``stop``
+    is raised; returns the update by which the loss went non-finite, if it did.
+
+    The running totals live in ``progress`` whenever a checkpoint is written, so a resumed epoch
+    accumulates onto exactly the same float64 sum and yields the same metrics row.
+    """
     model, optimizer, schedule = run.model, run.optimizer, run.schedule
-    batch_size = schedule(float(epoch), progress.updates).batch_size
+    epoch = progress.epoch
+    if progress.batch_size is None:
+        progress.batch_size = schedule(float(epoch), progress.updates).batch_size
+    batch_size = progress.batch_size
     n_steps = run.train_loader.num_batches(batch_size)
-    n_train = len(run.train_loader)
+    every = cfg.get("checkpoint_every")
     start = time.perf_counter()
 
     model.train()
-    loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
-    correct = torch.zeros((), device=run.device, dtype=torch.int64)
-    seen, diverged_at = 0, None
+    loss_sum = torch.tensor(progress.loss_sum, device=run.device, dtype=torch.float64)
+    correct = torch.tensor(progress.correct, device=run.device, dtype=torch.int64)
+    diverged_at = None
     bar = tqdm(
-        run.train_loader.batches(epoch, batch_size),
+        run.train_loader.batches(epoch, batch_size, start_batch=progress.batch),
+        initial=progress.batch,
         total=n_steps,
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
         disable=not cfg.progress,
         leave=False,
         dynamic_ncols=True,
     )
-    point = schedule(float(epoch), progress.updates)
-    for i, (x, y) in enumerate(bar):
+    for i, (x, y) in enumerate(bar, start=progress.batch):
         point = schedule(epoch + i / n_steps, progress.updates)
         set_lr(optimizer, point.lr)
         if point.momentum is not None:
             set_momentum(optimizer, point.momentum)
         logits, loss = _update(run, x, y, cfg.max_micro_batch, update=progress.updates + 1)
+        progress.batch = i + 1
         progress.updates += 1
         progress.samples += len(y)
         progress.grad_evals += len(y)
-        seen += len(y)
+        progress.seen += len(y)
         loss_sum += loss.double() * len(y)
         correct += (logits.argmax(1) == y).sum()
-        if run.device.type == "cpu" or (i + 1) % SYNC_EVERY == 0 or i + 1 == n_steps:
-            mean_loss = loss_sum.item() / seen
+        if progress.updates == stop_after_update:
+            stop.request()
+        due = every is not None and progress.updates % every == 0 and i + 1 < n_steps
+        if stop or due or run.device.type == "cpu" or (i + 1) % SYNC_EVERY == 0 or i + 1 == n_steps:
+            progress.loss_sum, progress.correct = loss_sum.item(), int(correct.item())
+            mean_loss = progress.loss_sum / progress.seen
             if not math.isfinite(mean_loss):
                 diverged_at = progress.updates
                 break
             bar.set_postfix(
                 loss=f"{mean_loss:.3f}",
-                acc=f"{100 * correct.item() / seen:.1f}",
+                acc=f"{100 * progress.correct / progress.seen:.1f}",
                 lr=f"{point.lr:.3g}",
                 bs=batch_size,
                 refresh=False,
             )
+            if stop:
+                break
+            if due:
+                progress.train_seconds += time.perf_counter() - start
+                start = time.perf_counter()
+                checkpoint()
     bar.close()
-    train_seconds = time.perf_counter() - start
+    progress.loss_sum, progress.correct = loss_sum.item(), int(correct.item())
+    progress.train_seconds += time.perf_counter() - start
+    return diverged_at
 
+
+def _end_epoch(run: Run, cfg: DictConfig, progress: Progress) -> dict[str, Any]:
+    """Evaluate after the epoch's last update, record its row in ``progress`` and return it."""
+    start = time.perf_counter()
     test_loss, test_acc = evaluate(run, run.test_loader, cfg.eval_batch_size)
     val_loss, val_acc = (
         evaluate(run, run.val_loader, cfg.eval_batch_size) if run.val_loader else (None, None)
     )
-    epoch_seconds = time.perf_counter() - start
+    epoch_seconds = progress.train_seconds + time.perf_counter() - start
     progress.wall_seconds += epoch_seconds
-    momentum = point.momentum if point.momentum is not None else get_momentum(optimizer)
+    batch_size = progress.batch_size
+    n_steps = run.train_loader.num_batches(batch_size)
+    # The schedule as at the epoch's last update, as the loop read it.
+    point = run.schedule(progress.epoch + (progress.batch - 1) / n_steps, progress.updates - 1)
+    momentum = point.momentum if point.momentum is not None else get_momentum(run.optimizer)
+    seen = max(progress.seen, 1)
     row = {
-        "epoch": epoch + 1,
+        "epoch": progress.epoch + 1,
         "updates": progress.updates,
         "samples": progress.samples,
         "grad_evals": progress.grad_evals,
         "lr": point.lr,
         "batch_size": batch_size,
         "momentum": momentum,
-        "noise_scale": noise_scale(point.lr, momentum, n_train, batch_size),
-        "train_loss": loss_sum.item() / max(seen, 1),
-        "train_acc": 100.0 * correct.item() / max(seen, 1),
+        "noise_scale": noise_scale(point.lr, momentum, len(run.train_loader), batch_size),
+        "train_loss": progress.loss_sum / seen,
+        "train_acc": 100.0 * progress.correct / seen,
         "test_loss": test_loss,
         "test_acc": test_acc,
         "val_loss": val_loss,
         "val_acc": val_acc,
         "epoch_seconds": epoch_seconds,
-        "train_seconds": train_seconds,
+        "train_seconds": progress.train_seconds,
         "wall_seconds": progress.wall_seconds,
     }
     if cfg.progress:
         shown = {k: row[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
         print(
-            f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+            f"epoch {row['epoch']}/{cfg.epochs} "
+            + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
         )
-    return row, diverged_at
+    progress.end_epoch(row)
+    return row
 
 
 def _update(
