@@ -46,7 +46,7 @@ def test_runs_then_keeps_then_reports_failures(tmp_path, capsys):
     assert runner.main(["--runs", str(lines), "--jobs", "2", "--threads", "1"]) == 1
     out = capsys.readouterr().out
     assert json.loads((tmp_path / "ok/summary.json").read_text())["status"] == "completed"
-    assert "bad: FAILED (exit 2)" in out and "2 runs (1 failed)" in out
+    assert "bad: FAILED (exit 2)" in out and "2 runs (1 failed or interrupted)" in out
     assert "optimizer.lr=-1" in (tmp_path / "bad.log").read_text()
     lines.write_text(f"{tmp_path}/ok seed=0 {tiny}\n")
     assert runner.main(["--runs", str(lines)]) == 0

@@ -6,28 +6,35 @@ A run is a run directory and its overrides, one per line on the command line's i
     runs/radam-quick/adam/lr0.1/seed0  +experiment=radam/adam optimizer.lr=0.1 seed=0
 
 A run whose ``summary.json`` says completed or diverged is kept; one with a checkpoint is
-resumed (``resume=true``); any other is started afresh. Each run's output goes to
-``<run dir>.log``. Runs start in the order given (put the longest first) on ``--jobs`` workers;
-``--threads`` sets each run's torch/OpenMP threads, so ``--jobs 2 --threads 1`` fills two
-cores with no oversubscription. Exits 1 if any run failed, after the others have finished.
+resumed (``resume=true``); any other is started afresh. A SIGTERM or SIGINT to the runner
+stops the runs in flight at a checkpoint (they resume on the next call) and starts no more.
+Each run's output goes to ``<run dir>.log``. Runs start in the order given (put the longest
+first) on ``--jobs`` workers; ``--threads`` sets each run's torch/OpenMP threads, so
+``--jobs 2 --threads 1`` fills two cores with no oversubscription. Exits 1 if any run failed,
+after the others have finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-DONE = ("completed", "diverged")
+from trainrepro.checkpoint import FINISHED, run_state
+
+DONE = FINISHED
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+INTERRUPTED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT)
 RunSpec = tuple[Path, list[str]]  # (run dir, overrides)
 
 
@@ -58,15 +65,9 @@ def check_unique(runs: Sequence[RunSpec]) -> None:
 
 
 def status_of(run_dir: Path) -> str:
-    """``done``, ``resume`` or ``fresh``: what the runner will do with this directory."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            if json.loads(summary.read_text()).get("status") in DONE:
-                return "done"
-        except json.JSONDecodeError:
-            pass
-    return "resume" if (run_dir / "checkpoint.pt").is_file() else "fresh"
+    """``done``, ``resume`` or ``fresh``: what the runner will do with this directory (the
+    rule Hydra sweeps follow too, trainrepro.checkpoint.run_state)."""
+    return run_state(run_dir)
 
 
 def dry_run_lines(runs: Sequence[RunSpec]) -> list[str]:
@@ -74,11 +75,38 @@ def dry_run_lines(runs: Sequence[RunSpec]) -> list[str]:
     return [f"{status_of(d):6} {d}  {shlex.join(o)}" for d, o in runs]
 
 
+class _Children:
+    """The runs in flight. A SIGTERM or SIGINT to the runner is passed to each of them once
+    (they checkpoint and exit 143 / 130) and no further run starts; each child has its own
+    session, so a Ctrl-C in the terminal reaches it only through here, never twice."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.procs: set[subprocess.Popen] = set()
+        self.signum: int | None = None
+
+    def forward(self, signum: int, frame: object) -> None:
+        with self.lock:
+            first = self.signum is None
+            self.signum = signum
+            procs = list(self.procs)
+        if first:
+            say(f"{signal.Signals(signum).name}: stopping {len(procs)} run(s) at a checkpoint")
+        for proc in procs:
+            proc.send_signal(signum)
+
+
+_children = _Children()
+
+
 def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
     state = status_of(run_dir)
     if state == "done":
         say(f"{run_dir}: done, kept")
         return True
+    if _children.signum is not None:
+        say(f"{run_dir}: not started (stopping)")
+        return False
     if state == "fresh":
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -95,8 +123,18 @@ def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         out.write(f"== {stamp} {shlex.join(cmd)}\n")
         out.flush()
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        with _children.lock:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            _children.procs.add(proc)
+        code = proc.wait()
+        with _children.lock:
+            _children.procs.discard(proc)
     elapsed = time.monotonic() - start
+    if code in INTERRUPTED_CODES:
+        say(f"{run_dir}: interrupted after {elapsed:.0f} s; the same command resumes it")
+        return False
     if code != 0:
         say(f"{run_dir}: FAILED (exit {code}) after {elapsed:.0f} s, see {log}")
         return False
@@ -105,13 +143,25 @@ def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
 
 
 def run_all(runs: Sequence[RunSpec], jobs: int = 1, threads: int | None = None) -> int:
-    """Every run on ``jobs`` workers, in order; returns how many failed."""
+    """Every run on ``jobs`` workers, in order; returns how many failed or were interrupted.
+
+    Called from the main thread, a SIGTERM or SIGINT stops the runs in flight at a checkpoint
+    and raises SystemExit(128 + signal) once they have.
+    """
     check_unique(runs)
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        ok = list(pool.map(lambda r: run_one(r[0], r[1], threads), runs))
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _children.forward) for s in STOP_SIGNALS} if in_main else {}
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            ok = list(pool.map(lambda r: run_one(r[0], r[1], threads), runs))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     failed = ok.count(False)
-    say(f"{len(runs)} runs ({failed} failed) in {time.monotonic() - start:.0f} s")
+    say(f"{len(runs)} runs ({failed} failed or interrupted) in {time.monotonic() - start:.0f} s")
+    if _children.signum is not None:
+        raise SystemExit(128 + _children.signum)
     return failed
 
 
