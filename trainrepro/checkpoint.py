@@ -118,8 +118,10 @@ def save_checkpoint(
     progress: Progress,
     config: dict[str, Any],
     callbacks: list[dict[str, Any]] | None = None,
+    update_rule: dict[str, Any] | None = None,
 ) -> None:
-    """Write atomically; ``callbacks`` are the callbacks' ``state_dict()``s in config order."""
+    """Write atomically; ``callbacks`` are the callbacks' ``state_dict()``s in config order,
+    ``update_rule`` the run's update rule's (trainrepro.update_rules)."""
     atomic_torch_save(
         {
             "format": FORMAT,
@@ -131,6 +133,7 @@ def save_checkpoint(
             "rng": rng_state(),
             "config_yaml": config_text(config),
             "callbacks": callbacks or [],
+            "update_rule": update_rule or {},
         },
         path,
     )

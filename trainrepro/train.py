@@ -10,7 +10,6 @@ Instruments plug in as callbacks (trainrepro.callbacks), called at fixed points 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from datetime import datetime, timezone
@@ -45,6 +44,7 @@ from trainrepro.records import (
     write_json,
     write_metrics,
 )
+from trainrepro.update_rules import autocast
 
 # How often (in updates) the loss is brought to the host: each .item() waits for the GPU.
 SYNC_EVERY = 25
@@ -104,6 +104,7 @@ def train(
                 progress=progress,
                 config=config,
                 callbacks=[callback.state_dict() for callback in run.callbacks],
+                update_rule=run.rule.state_dict(),
             )
 
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -178,6 +179,7 @@ def _restore(run: Run, ckpt_path: Path, config: dict[str, Any]) -> Progress:
         raise ConfigError("checkpoint", ckpt_path, f"optimizer state does not fit: {e}") from None
     if run.scaler is not None and ckpt.get("scaler") is not None:
         run.scaler.load_state_dict(ckpt["scaler"])
+    run.rule.load_state_dict(ckpt.get("update_rule") or {})
     restore_rng(ckpt["rng"])
     # The config check above makes the callbacks, and so their order, those of the checkpoint.
     for callback, state in zip(run.callbacks, ckpt.get("callbacks", []), strict=True):
@@ -208,6 +210,8 @@ def _train_epoch(
     every = cfg.get("checkpoint_every")
     start = time.perf_counter()
 
+    if progress.batch == 0:  # not again when resuming inside the epoch
+        progress.grad_evals += run.rule.start_epoch(run, epoch, batch_size)
     model.train()
     loss_sum = torch.tensor(progress.loss_sum, device=run.device, dtype=torch.float64)
     correct = torch.tensor(progress.correct, device=run.device, dtype=torch.int64)
@@ -226,11 +230,13 @@ def _train_epoch(
         set_lr(optimizer, point.lr)
         if point.momentum is not None:
             set_momentum(optimizer, point.momentum)
-        logits, loss = _update(run, x, y, cfg.max_micro_batch, update=progress.updates + 1)
+        logits, loss, grad_evals = _update(
+            run, x, y, cfg.max_micro_batch, update=progress.updates + 1
+        )
         progress.batch = i + 1
         progress.updates += 1
         progress.samples += len(y)
-        progress.grad_evals += len(y)
+        progress.grad_evals += grad_evals
         progress.seen += len(y)
         loss_sum += loss.double() * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -313,27 +319,17 @@ def _update(
     max_micro_batch: int | None,
     *,
     update: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One parameter update on the batch; returns its logits and mean loss, detached.
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One parameter update on the batch; returns its logits and mean loss, detached, and the
+    gradient evaluations the run's update rule spent on it (trainrepro.update_rules).
 
-    A batch larger than ``max_micro_batch`` is split, and the gradients of the pieces,
-    each weighted by its share of the batch, are summed before the single optimizer step.
-    ``update`` (from 1 over the run) is what the callbacks' ``after_backward`` is told.
+    A batch larger than ``max_micro_batch`` is split and the pieces' gradients accumulated
+    before the single optimizer step. ``update`` (from 1 over the run) is what the callbacks'
+    ``after_backward`` is told.
     """
     optimizer = run.optimizer
     optimizer.zero_grad(set_to_none=True)
-    micro = len(y) if max_micro_batch is None else min(max_micro_batch, len(y))
-    logits, losses = [], []
-    for xm, ym in zip(x.split(micro), y.split(micro), strict=True):
-        with _autocast(run):
-            out = run.model(xm)
-            loss = F.cross_entropy(out, ym) * (len(ym) / len(y))
-        if run.scaler is not None:
-            run.scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        logits.append(out.detach())
-        losses.append(loss.detach())
+    logits, loss, grad_evals = run.rule.gradients(run, x, y, max_micro_batch)
     if run.callbacks:
         if run.scaler is not None:  # callbacks see true gradients; step() won't unscale twice
             run.scaler.unscale_(optimizer)
@@ -344,7 +340,7 @@ def _update(
         run.scaler.update()
     else:
         optimizer.step()
-    return torch.cat(logits), torch.stack(losses).sum()
+    return logits, loss, grad_evals
 
 
 @torch.inference_mode()
@@ -354,15 +350,9 @@ def evaluate(run: Run, loader: Any, batch_size: int) -> tuple[float, float]:
     loss_sum = torch.zeros((), device=run.device, dtype=torch.float64)
     correct = torch.zeros((), device=run.device, dtype=torch.int64)
     for x, y in loader.batches(0, batch_size, shuffle=False, drop_last=False):
-        with _autocast(run):
+        with autocast(run):
             logits = run.model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
     n = len(loader)
     return loss_sum.item() / n, 100.0 * correct.item() / n
-
-
-def _autocast(run: Run) -> contextlib.AbstractContextManager:
-    if run.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(run.device.type, dtype=run.autocast_dtype)
