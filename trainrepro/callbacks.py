@@ -18,6 +18,9 @@ The hooks, in the order a run calls them:
 - ``finish(run_dir, status)``: once, after summary.json; ``status`` is the summary's
   (completed, diverged or interrupted).
 
+Under torchrun every rank calls every hook (after_backward sees the gradients already averaged
+over the ranks); only rank 0 (``trainrepro.distributed.is_main()``) should write files.
+
 ``state_dict``/``load_state_dict`` travel in the checkpoint, so a resumed run continues an
 instrument exactly where it was at the last epoch end.
 """

@@ -100,6 +100,7 @@ def fail(error: ConfigError) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def _job(cfg: DictConfig) -> None:
     from trainrepro.checkpoint import check_same_config, run_state
+    from trainrepro.distributed import is_main
     from trainrepro.preemption import Preempted
     from trainrepro.train import train
 
@@ -123,11 +124,12 @@ def _job(cfg: DictConfig) -> None:
         if state == "fresh":  # a job killed before its first checkpoint starts over
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
+    run_dir = _shared_run_dir(run_dir)
     had_run = any((run_dir / name).exists() for name in ("metrics.csv", "checkpoint.pt"))
     try:
         summary = train(cfg, run_dir, command=list(hydra_cfg.overrides.task))
     except ConfigError as e:
-        if not had_run:  # Hydra made the directory for this job; leave nothing half-written.
+        if not had_run and is_main():  # Hydra made the directory; leave nothing half-written.
             shutil.rmtree(run_dir, ignore_errors=True)
         fail(e)
     except Preempted as e:
@@ -135,6 +137,21 @@ def _job(cfg: DictConfig) -> None:
         sys.exit(e.exit_code)
     if summary["signal"]:  # stopped by SIGTERM/SIGINT: exit as a shell reports that signal
         sys.exit(128 + signal.Signals[summary["signal"]].value)
+
+
+def _shared_run_dir(run_dir: Path) -> Path:
+    """Under torchrun every rank composes its own Hydra run dir (``${now:}`` may differ by a
+    second): all ranks take rank 0's, and the others drop the empty one Hydra made for them."""
+    from trainrepro import distributed
+
+    world = distributed.init_from_env()
+    if not world.active:
+        return run_dir
+    shared = [str(run_dir)]
+    distributed.dist.broadcast_object_list(shared, src=0)
+    if shared[0] != str(run_dir) and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+    return Path(shared[0])
 
 
 def main() -> None:
@@ -147,6 +164,14 @@ def main() -> None:
         from trainrepro.reproduce.cli import main as reproduce_main
 
         sys.exit(reproduce_main(args[1:]))
+    if args[:1] == ["cv"]:  # `trainrepro cv <overrides> --grid k=a,b --folds 4`: trainrepro/cv.py
+        from trainrepro.cv import main as cv_main
+
+        sys.exit(cv_main(args[1:]))
+    if args[:1] == ["bn-alpha"]:  # `trainrepro bn-alpha <run dir>`: trainrepro/bn_alpha.py
+        from trainrepro.bn_alpha import main as bn_alpha_main
+
+        sys.exit(bn_alpha_main(args[1:]))
     if args[:1] == ["plan"]:  # `trainrepro plan ...` is `trainrepro ... +plan=true`
         args = [*args[1:], "+plan=true"]
         sys.argv = [sys.argv[0], *args]

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from trainrepro.callbacks import Callback
+from trainrepro.distributed import is_main
 from trainrepro.errors import ConfigError
 from trainrepro.optim import check_int, check_number
 from trainrepro.records import atomic_torch_save
@@ -112,7 +113,7 @@ class GradHistogram(Callback):
         self._save()
 
     def _save(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and is_main():  # under torchrun, rank 0 writes
             atomic_torch_save(self.result(), self.run_dir / FILE_NAME)
 
     def result(self) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from trainrepro.build import Run, build_run
+from trainrepro import distributed
+from trainrepro.build import Run, build_run, epoch_batch_sizes
 from trainrepro.checkpoint import (
     CHECKPOINT_NAME,
     Progress,
@@ -77,25 +78,37 @@ def train(
     if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
         raise ConfigError("checkpoint_every", every, "must be a positive number of updates or null")
 
+    world = distributed.init_from_env()
+    main = world.is_main  # under torchrun only rank 0 writes and prints
+    say = print if main else _silent
     with stop_on_signals(StopFlag()) as stop:
         run = build_run(cfg)
+        if world.active:
+            sizes = epoch_batch_sizes(run.schedule, cfg.epochs, len(run.train_loader))
+            distributed.prepare(run.model, sizes, sync=bool(cfg.normalization.get("sync", False)))
         progress = Progress()
         if cfg.resume:
             progress = _restore(run, ckpt_path, config)
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         for note in run.data.notes:
-            print(f"note: {note}")
+            say(f"note: {note}")
         n_params = sum(p.numel() for p in run.model.parameters())
         where = f" from epoch {progress.epoch + 1}, batch {progress.batch}" if cfg.resume else ""
-        print(f"run: {run_dir}  device: {device_description(run.device)}  params: {n_params:,}")
+        ranks = f"  ranks: {world.size}" if world.active else ""
+        say(
+            f"run: {run_dir}  device: {device_description(run.device)}{ranks}  params: {n_params:,}"
+        )
         if where:
-            print(f"resumed{where} (update {progress.updates})")
+            say(f"resumed{where} (update {progress.updates})")
         for callback in run.callbacks:
             callback.start(run, run_dir)
 
         def checkpoint() -> None:
+            if not main:
+                return
             save_checkpoint(
                 ckpt_path,
                 model=run.model,
@@ -119,14 +132,15 @@ def train(
                 checkpoint()  # mid-epoch: the position says which batch comes next
                 status = "interrupted"
                 break
-            row = _end_epoch(run, cfg, progress)
+            row = _end_epoch(run, cfg, progress, evaluate_here=main)
             for callback in run.callbacks:
                 callback.end_epoch(run, progress.epoch, row)
-            write_metrics(run_dir / "metrics.csv", progress.rows)
+            if main:
+                write_metrics(run_dir / "metrics.csv", progress.rows)
             if diverged_at is not None:
                 # The checkpoint keeps the last finite state: a resume replays the divergence.
                 status = "diverged"
-                print(f"diverged: non-finite loss by update {diverged_at}; run stopped")
+                say(f"diverged: non-finite loss by update {diverged_at}; run stopped")
                 break
             checkpoint()
             if stop_after_epoch is not None and progress.epoch >= stop_after_epoch:
@@ -147,19 +161,23 @@ def train(
             },
             "signal": stop.name if status == "interrupted" else None,
             "final": progress.rows[-1] if progress.rows else {},
-            "best_test_acc": max((r["test_acc"] for r in progress.rows), default=None),
+            "best_test_acc": max(
+                (r["test_acc"] for r in progress.rows if r["test_acc"] is not None), default=None
+            ),
             "num_params": n_params,
             "notes": run.data.notes,
             "device": device_description(run.device),
+            "ranks": world.size,
             "versions": versions(),
             "git": git_revision(),
             "command": command,
             "started": started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        write_json(run_dir / "summary.json", summary)
+        if main:
+            write_json(run_dir / "summary.json", summary)
         if status == "interrupted":
-            print(
+            say(
                 f"interrupted ({stop.name}) at epoch {progress.epoch + 1}, batch "
                 f"{progress.batch}; continue with resume=true"
             )
@@ -213,15 +231,23 @@ def _train_epoch(
     if progress.batch == 0:  # not again when resuming inside the epoch
         progress.grad_evals += run.rule.start_epoch(run, epoch, batch_size)
     model.train()
-    loss_sum = torch.tensor(progress.loss_sum, device=run.device, dtype=torch.float64)
-    correct = torch.tensor(progress.correct, device=run.device, dtype=torch.int64)
+    world = distributed.world()
+    # Under torchrun each rank sums its own slices; rank 0 also carries the totals so far, so
+    # the sum over ranks is the epoch's total on any number of ranks.
+    carried = world.is_main
+    loss_sum = torch.tensor(
+        progress.loss_sum if carried else 0.0, device=run.device, dtype=torch.float64
+    )
+    correct = torch.tensor(progress.correct if carried else 0, device=run.device)
     diverged_at = None
     bar = tqdm(
-        run.train_loader.batches(epoch, batch_size, start_batch=progress.batch),
+        run.train_loader.batches(
+            epoch, batch_size, start_batch=progress.batch, shard=(world.rank, world.size)
+        ),
         initial=progress.batch,
         total=n_steps,
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        disable=not cfg.progress,
+        disable=not (cfg.progress and world.is_main),
         leave=False,
         dynamic_ncols=True,
     )
@@ -235,16 +261,18 @@ def _train_epoch(
         )
         progress.batch = i + 1
         progress.updates += 1
-        progress.samples += len(y)
-        progress.grad_evals += grad_evals
-        progress.seen += len(y)
+        progress.samples += len(y) * world.size
+        progress.grad_evals += grad_evals * world.size
+        progress.seen += len(y) * world.size
         loss_sum += loss.double() * len(y)
         correct += (logits.argmax(1) == y).sum()
         if progress.updates == stop_after_update:
             stop.request()
+        if world.active and distributed.any_rank(bool(stop))[0] and not stop:
+            stop.request()  # another rank got the signal: every rank stops at this update
         due = every is not None and progress.updates % every == 0 and i + 1 < n_steps
         if stop or due or run.device.type == "cpu" or (i + 1) % SYNC_EVERY == 0 or i + 1 == n_steps:
-            progress.loss_sum, progress.correct = loss_sum.item(), int(correct.item())
+            _totals(progress, loss_sum, correct)
             mean_loss = progress.loss_sum / progress.seen
             if not math.isfinite(mean_loss):
                 diverged_at = progress.updates
@@ -263,18 +291,31 @@ def _train_epoch(
                 start = time.perf_counter()
                 checkpoint()
     bar.close()
-    progress.loss_sum, progress.correct = loss_sum.item(), int(correct.item())
+    _totals(progress, loss_sum, correct)
     progress.train_seconds += time.perf_counter() - start
     return diverged_at
 
 
-def _end_epoch(run: Run, cfg: DictConfig, progress: Progress) -> dict[str, Any]:
-    """Evaluate after the epoch's last update, record its row in ``progress`` and return it."""
+def _totals(progress: Progress, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+    """The epoch's running loss sum and correct count so far, over every rank, into progress."""
+    loss_sum, correct = distributed.sum_over_ranks(loss_sum, correct)
+    progress.loss_sum, progress.correct = loss_sum.item(), int(correct.item())
+
+
+def _end_epoch(
+    run: Run, cfg: DictConfig, progress: Progress, *, evaluate_here: bool = True
+) -> dict[str, Any]:
+    """Evaluate after the epoch's last update, record its row in ``progress`` and return it.
+
+    ``evaluate_here=False`` (ranks other than 0 under torchrun, which write nothing) skips the
+    evaluation and leaves its columns empty.
+    """
     start = time.perf_counter()
-    test_loss, test_acc = evaluate(run, run.test_loader, cfg.eval_batch_size)
-    val_loss, val_acc = (
-        evaluate(run, run.val_loader, cfg.eval_batch_size) if run.val_loader else (None, None)
-    )
+    test_loss = test_acc = val_loss = val_acc = None
+    if evaluate_here:
+        test_loss, test_acc = evaluate(run, run.test_loader, cfg.eval_batch_size)
+        if run.val_loader:
+            val_loss, val_acc = evaluate(run, run.val_loader, cfg.eval_batch_size)
     epoch_seconds = progress.train_seconds + time.perf_counter() - start
     progress.wall_seconds += epoch_seconds
     batch_size = progress.batch_size
@@ -302,7 +343,7 @@ def _end_epoch(run: Run, cfg: DictConfig, progress: Progress) -> dict[str, Any]:
         "train_seconds": progress.train_seconds,
         "wall_seconds": progress.wall_seconds,
     }
-    if cfg.progress:
+    if cfg.progress and evaluate_here:
         shown = {k: row[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
         print(
             f"epoch {row['epoch']}/{cfg.epochs} "
@@ -330,6 +371,7 @@ def _update(
     optimizer = run.optimizer
     optimizer.zero_grad(set_to_none=True)
     logits, loss, grad_evals = run.rule.gradients(run, x, y, max_micro_batch)
+    distributed.average_gradients(run.model)  # torchrun: the mean over the global batch
     if run.callbacks:
         if run.scaler is not None:  # callbacks see true gradients; step() won't unscale twice
             run.scaler.unscale_(optimizer)
@@ -356,3 +398,7 @@ def evaluate(run: Run, loader: Any, batch_size: int) -> tuple[float, float]:
         correct += (logits.argmax(1) == y).sum()
     n = len(loader)
     return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """print() for ranks other than 0."""

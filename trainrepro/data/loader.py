@@ -134,16 +134,27 @@ class DeviceLoader(_Pipeline):
         shuffle: bool = True,
         drop_last: bool = True,
         start_batch: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Normalized float32 [B,C,H,W] and int64 labels; ``start_batch`` skips ahead cheaply
-        (e.g. a mid-epoch resume) and leaves the remaining batches unchanged."""
+        (e.g. a mid-epoch resume) and leaves the remaining batches unchanged. ``shard=(rank,
+        world)`` yields only that rank's contiguous slice of each batch (trainrepro.distributed)."""
         nb = self.num_batches(batch_size, drop_last)
         order = self._order(epoch, shuffle).to(self.device)
         draws = self._draws(epoch)
         for i in range(start_batch, nb):
-            pos = slice(i * batch_size, min((i + 1) * batch_size, self.n))
+            pos = _shard(i * batch_size, min((i + 1) * batch_size, self.n), shard)
             idx = order[pos]
             yield self._finish(self.images[idx], draws, pos), self.labels[idx]
+
+
+def _shard(start: int, stop: int, shard: tuple[int, int]) -> slice:
+    """Rank ``shard[0]``'s contiguous part of positions [start, stop) split ``shard[1]`` ways."""
+    rank, world = shard
+    if world == 1:
+        return slice(start, stop)
+    per = (stop - start) // world
+    return slice(start + rank * per, start + (rank + 1) * per)
 
 
 class _FileDataset(Dataset):
@@ -190,26 +201,32 @@ class StreamingLoader(_Pipeline):
         shuffle: bool = True,
         drop_last: bool = True,
         start_batch: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """As DeviceLoader.batches; the order is a fixed list, so worker timing cannot change it."""
         nb = self.num_batches(batch_size, drop_last)
         if start_batch >= nb:
             return
-        order = self._order(epoch, shuffle)[start_batch * batch_size : nb * batch_size]
+        # Each batch's positions in the epoch order (this rank's slice of them), fixed up front.
+        spans = [
+            _shard(i * batch_size, min((i + 1) * batch_size, self.n), shard)
+            for i in range(start_batch, nb)
+        ]
+        order = self._order(epoch, shuffle)
+        sampler = [int(order[p]) for span in spans for p in range(span.start, span.stop)]
         draws = self._draws(epoch)
         loader = DataLoader(
             self.dataset,
-            batch_size=batch_size,
-            sampler=order.tolist(),
+            batch_size=spans[0].stop - spans[0].start if drop_last else batch_size,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.num_workers else None,
         )
-        for i, (x, y) in enumerate(loader, start=start_batch):
-            pos = slice(i * batch_size, i * batch_size + len(y))
+        for span, (x, y) in zip(spans, loader, strict=True):
             x = x.to(self.device, non_blocking=True)
-            yield self._finish(x, draws, pos), y.to(self.device, non_blocking=True)
+            yield self._finish(x, draws, span), y.to(self.device, non_blocking=True)
 
 
 def make_loader(

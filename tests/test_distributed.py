@@ -1,0 +1,79 @@
+"""torchrun on CPU (gloo, 2 processes): 2 ranks with global batch B take the same steps as one
+process with batch B (with a norm without batch statistics, to float tolerance); per-rank batch
+norm differs from that, as it should, and only rank 0 writes the run directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from support import TINY
+
+from trainrepro.checkpoint import CHECKPOINT_NAME
+
+RUN = (*[o for o in TINY if not o.startswith("epochs")], "epochs=2", "model.dropout=0.0")
+
+
+def run(tmp_path, name: str, nproc: int, *overrides: str) -> tuple[dict, pd.DataFrame]:
+    run_dir = tmp_path / name
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc > 1
+        else [sys.executable]
+    )
+    cmd = [*launcher, "-m", "trainrepro", *RUN, *overrides, f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ckpt = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
+    return ckpt["model"], pd.read_csv(run_dir / "metrics.csv")
+
+
+def close(a: dict, b: dict, atol: float = 2e-4) -> bool:
+    """Float tolerance: the ranks sum the batch's gradient in another order, and 16 updates
+    with momentum amplify that rounding to ~4e-5 on these weights."""
+    return all(torch.allclose(a[k].float(), b[k].float(), atol=atol) for k in a)
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("ddp")
+
+
+def test_two_ranks_take_the_same_steps_as_one_process(tmp):
+    one, m1 = run(tmp, "gn1", 1, "normalization=gn", "normalization.groups=4")
+    two, m2 = run(tmp, "gn2", 2, "normalization=gn", "normalization.groups=4")
+    assert close(one, two)
+    assert list(m1["updates"]) == list(m2["updates"]) and list(m1["samples"]) == list(m2["samples"])
+    pd.testing.assert_series_equal(m1["train_loss"], m2["train_loss"], rtol=1e-5)
+    assert (m1["test_acc"] - m2["test_acc"]).abs().max() <= 100 / 256  # at most one image
+    summary = json.loads((tmp / "gn2" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["ranks"] == 2
+
+
+def test_per_rank_batch_norm_differs_from_the_global_batch(tmp):
+    one, _ = run(tmp, "bn1", 1, "normalization=bn")
+    two, _ = run(tmp, "bn2", 2, "normalization=bn")
+    assert not close(one, two)
+
+
+def test_global_batch_must_split_evenly(tmp):
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "trainrepro",
+        *RUN,
+        "batch_size=63",
+        f"hydra.run.dir={tmp / 'odd'}",
+    ]
+    result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "error: batch_size=63: must split evenly over 2 ranks" in result.stderr
+    assert not (tmp / "odd").exists()
