@@ -226,7 +226,7 @@ def test_check_ghost_batch() -> None:
         check_ghost_batch(model, size)
     check_ghost_batch(model, 640, max_micro_batch=128)
     check_ghost_batch(model, 640, max_micro_batch=1000)  # not split
-    check_ghost_batch(_net(nn.BatchNorm2d), 7, max_micro_batch=3)  # no ghost batches
+    check_ghost_batch(_net(nn.BatchNorm2d), 8, max_micro_batch=3)  # no ghost batches
     with pytest.raises(ConfigError, match=r"^normalization\.ghost_batch_size=4: .* size 6$"):
         check_ghost_batch(model, 6)
     with pytest.raises(ConfigError, match=r"^max_micro_batch=6: must be a multiple") as info:

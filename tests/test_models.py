@@ -29,7 +29,11 @@ SMALL: dict[str, dict[str, Any]] = {
 }
 # gn with 2 groups divides every layer of the small models (lenet5 has a 6-channel conv);
 # ghost_bn needs ghost batches that divide the test batch of 4.
-NORM_KWARGS: dict[str, dict[str, Any]] = {"gn": {"groups": 2}, "ghost_bn": {"ghost_batch_size": 2}}
+NORM_KWARGS: dict[str, dict[str, Any]] = {
+    "gn": {"groups": 2},
+    "bgn": {"groups": 2},
+    "ghost_bn": {"ghost_batch_size": 2},
+}
 
 
 def _params(model: nn.Module) -> int:

@@ -18,7 +18,7 @@ from trainrepro.config import instantiate
 from trainrepro.data.loader import make_loader
 from trainrepro.data.splits import DataSplits
 from trainrepro.errors import ConfigError
-from trainrepro.norms import NormFactory, check_ghost_batch
+from trainrepro.norms import NormFactory, apply_norm_options, check_batch
 from trainrepro.optim import get_momentum
 from trainrepro.schedules import Schedule
 
@@ -101,7 +101,7 @@ def check_batch_sizes(
                 f"exceeds the {n_train} training images (at epoch {epoch})",
             )
         if norm is not None:
-            check_ghost_batch(norm, batch_size, max_micro_batch=max_micro_batch)
+            check_batch(norm, batch_size, max_micro_batch=max_micro_batch)
 
 
 def make_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> Schedule:
@@ -150,7 +150,8 @@ def build_run(cfg: DictConfig) -> Run:
         in_channels=data.in_channels,
         image_size=data.image_size,
         norm_layer=norm_layer,
-    ).to(device)
+    )
+    model = apply_norm_options(model, norm_layer).to(device)  # e.g. weight standardization
     optimizer = instantiate("optimizer", cfg.optimizer, model)
     schedule = make_schedule(cfg, optimizer)
     check_batch_sizes(schedule, cfg.epochs, len(data.train.labels), norm_layer, cfg.max_micro_batch)

@@ -91,26 +91,33 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         y = y.reshape(g, ghosts, channels, *spatial).transpose(0, 1)
         return y.reshape(x.shape)
 
-    @torch.no_grad()
     def _update_running_stats(self, means: torch.Tensor, variances: torch.Tensor) -> None:
-        """Apply the ghost batches' BatchNorm updates in order, in closed form.
+        update_running_stats_in_order(self, means, variances)
 
-        Step k mixes in ghost statistics s_k with factor f_k: r <- (1 - f_k) r + f_k s_k.
-        Fixed momentum m: r_G = (1 - m)^G r_0 + sum_k m (1 - m)^(G-1-k) s_k.
-        momentum=None (torch's cumulative average, f_k = 1/(n_0 + k + 1)) telescopes to
-        r_G = (n_0 r_0 + sum_k s_k) / (n_0 + G).
-        """
-        ghosts = means.shape[0]
-        if self.momentum is None:
-            n0 = int(self.num_batches_tracked.item())  # a device sync, only in this mode
-            keep = n0 / (n0 + ghosts)
-            weights = torch.full((ghosts,), 1.0 / (n0 + ghosts), dtype=torch.float64)
-        else:
-            m = float(self.momentum)
-            keep = (1.0 - m) ** ghosts
-            powers = torch.arange(ghosts - 1, -1, -1, dtype=torch.float64)
-            weights = m * (1.0 - m) ** powers
-        weights = weights.to(device=means.device, dtype=means.dtype).unsqueeze(1)
-        self.num_batches_tracked.add_(ghosts)
-        self.running_mean.mul_(keep).add_((weights * means).sum(0))
-        self.running_var.mul_(keep).add_((weights * variances).sum(0))
+
+@torch.no_grad()
+def update_running_stats_in_order(
+    layer: nn.modules.batchnorm._NormBase, means: torch.Tensor, variances: torch.Tensor
+) -> None:
+    """Apply ``G`` BatchNorm running-statistics updates in order, in closed form.
+
+    ``means``/``variances`` are [G, C]: the statistics of G successive normalization groups
+    (ghost batches here, batch groups in trainrepro/batch_group_norm.py). Step k mixes in s_k
+    with factor f_k: r <- (1 - f_k) r + f_k s_k. Fixed momentum m:
+    r_G = (1 - m)^G r_0 + sum_k m (1 - m)^(G-1-k) s_k. momentum=None (torch's cumulative
+    average, f_k = 1/(n_0 + k + 1)) telescopes to r_G = (n_0 r_0 + sum_k s_k) / (n_0 + G).
+    """
+    ghosts = means.shape[0]
+    if layer.momentum is None:
+        n0 = int(layer.num_batches_tracked.item())  # a device sync, only in this mode
+        keep = n0 / (n0 + ghosts)
+        weights = torch.full((ghosts,), 1.0 / (n0 + ghosts), dtype=torch.float64)
+    else:
+        m = float(layer.momentum)
+        keep = (1.0 - m) ** ghosts
+        powers = torch.arange(ghosts - 1, -1, -1, dtype=torch.float64)
+        weights = m * (1.0 - m) ** powers
+    weights = weights.to(device=means.device, dtype=means.dtype).unsqueeze(1)
+    layer.num_batches_tracked.add_(ghosts)
+    layer.running_mean.mul_(keep).add_((weights * means).sum(0))
+    layer.running_var.mul_(keep).add_((weights * variances).sum(0))

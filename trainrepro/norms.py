@@ -12,7 +12,15 @@ Fig. 2) are provided:
 * ``none`` the identity, for the unnormalized baselines.
 
 and ``ghost_bn``, Ghost Batch Norm (Hoffer, Hubara & Soudry 2017; trainrepro/ghost_bn.py): batch
-norm over independent ghost batches of ``ghost_batch_size`` samples, as in Smith et al. (2018).
+norm over independent ghost batches of ``ghost_batch_size`` samples, as in Smith et al. (2018),
+and ``bgn``, Batch-Group Norm (Summers & Dinneen 2020; trainrepro/batch_group_norm.py): statistics
+over groups of channels x groups of examples, BN and GN at its extremes.
+
+Every option except ``none`` also takes ``weight_standardization`` (Qiao et al. 2019;
+trainrepro/weight_std.py): a switch the factory carries and :func:`apply_norm_options` applies
+to the built model, standardizing every conv's weight. It lives here, not in a conv option,
+because WS is only defined for convs followed by a normalization layer, and is used as a pair
+with one (``gn_ws``, ``bn_ws``).
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from typing import Any
 
 from torch import nn
 
+from trainrepro.batch_group_norm import BatchGroupNorm2d
 from trainrepro.config import check_kwargs
 from trainrepro.errors import ConfigError
 from trainrepro.ghost_bn import GhostBatchNorm2d
+from trainrepro.weight_std import standardize_convs
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -37,6 +47,7 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm2d,
     nn.BatchNorm3d,
     GhostBatchNorm2d,
+    BatchGroupNorm2d,
     nn.SyncBatchNorm,
     nn.GroupNorm,
     nn.LayerNorm,
@@ -61,6 +72,25 @@ def _check_affine(affine: Any) -> None:
         raise ConfigError("normalization.affine", affine, "must be true or false")
 
 
+def _check_ws(weight_standardization: Any) -> None:
+    if not isinstance(weight_standardization, bool):
+        raise ConfigError(
+            "normalization.weight_standardization", weight_standardization, "must be true or false"
+        )
+
+
+def _check_base(eps: Any, affine: Any, weight_standardization: Any) -> None:
+    """The keys every option but ``none`` takes."""
+    _check_eps(eps)
+    _check_affine(affine)
+    _check_ws(weight_standardization)
+
+
+def _check_positive_int(key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"normalization.{key}", value, "must be a positive integer")
+
+
 def _check_channels(num_channels: Any) -> None:
     # A model bug rather than a config value, hence not a ConfigError.
     if not isinstance(num_channels, int) or isinstance(num_channels, bool) or num_channels < 1:
@@ -74,6 +104,7 @@ class BatchNormFactory:
     momentum: float = 0.1
     eps: float = 1e-5
     affine: bool = True
+    weight_standardization: bool = False
 
     def __call__(self, num_channels: int) -> nn.Module:
         _check_channels(num_channels)
@@ -90,6 +121,7 @@ class GhostBatchNormFactory:
     momentum: float = 0.1
     eps: float = 1e-5
     affine: bool = True
+    weight_standardization: bool = False
 
     def __call__(self, num_channels: int) -> nn.Module:
         _check_channels(num_channels)
@@ -109,6 +141,7 @@ class GroupNormFactory:
     groups: int = 8
     eps: float = 1e-5
     affine: bool = True
+    weight_standardization: bool = False
 
     def __call__(self, num_channels: int) -> nn.Module:
         _check_channels(num_channels)
@@ -131,6 +164,7 @@ class LayerNormFactory:
 
     eps: float = 1e-5
     affine: bool = True
+    weight_standardization: bool = False
 
     def __call__(self, num_channels: int) -> nn.Module:
         _check_channels(num_channels)
@@ -143,10 +177,34 @@ class InstanceNormFactory:
 
     eps: float = 1e-5
     affine: bool = True
+    weight_standardization: bool = False
 
     def __call__(self, num_channels: int) -> nn.Module:
         _check_channels(num_channels)
         return nn.GroupNorm(num_channels, num_channels, eps=self.eps, affine=self.affine)
+
+
+@dataclass(frozen=True)
+class BatchGroupNormFactory:
+    """Makes ``BatchGroupNorm2d`` layers (Summers & Dinneen 2020)."""
+
+    groups: int = 8
+    batch_groups: int = 1
+    momentum: float = 0.1
+    eps: float = 1e-5
+    affine: bool = True
+    weight_standardization: bool = False
+
+    def __call__(self, num_channels: int) -> nn.Module:
+        _check_channels(num_channels)
+        return BatchGroupNorm2d(
+            num_channels,
+            groups=self.groups,
+            batch_groups=self.batch_groups,
+            eps=self.eps,
+            momentum=self.momentum,
+            affine=self.affine,
+        )
 
 
 @dataclass(frozen=True)
@@ -163,61 +221,123 @@ def _check_momentum(momentum: Any) -> None:
         raise ConfigError("normalization.momentum", momentum, "must be a number in (0, 1]")
 
 
-def batch_norm(*, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> NormFactory:
+def batch_norm(
+    *,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    affine: bool = True,
+    weight_standardization: bool = False,
+) -> NormFactory:
     """Batch Normalization (Ioffe & Szegedy, ICML 2015).
 
     ``momentum`` is PyTorch's: the weight of the new batch in the running statistics.
     """
     _check_momentum(momentum)
-    _check_eps(eps)
-    _check_affine(affine)
-    return BatchNormFactory(momentum=float(momentum), eps=float(eps), affine=affine)
+    _check_base(eps, affine, weight_standardization)
+    return BatchNormFactory(
+        momentum=float(momentum),
+        eps=float(eps),
+        affine=affine,
+        weight_standardization=weight_standardization,
+    )
 
 
 def ghost_batch_norm(
-    *, ghost_batch_size: int = 128, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True
+    *,
+    ghost_batch_size: int = 128,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    affine: bool = True,
+    weight_standardization: bool = False,
 ) -> NormFactory:
     """Ghost Batch Normalization (Hoffer, Hubara & Soudry, NeurIPS 2017).
 
     Training batches are normalized in independent ghost batches of ``ghost_batch_size``
     (Smith et al. 2018 use 128), which must divide every training batch and micro-batch.
     ``momentum`` is applied once per ghost batch, as if each were its own BatchNorm step.
+    A ghost batch of one example has no batch statistics, so ``ghost_batch_size`` >= 2.
     """
-    g = ghost_batch_size
-    if not isinstance(g, int) or isinstance(g, bool) or g < 1:
+    _check_positive_int("ghost_batch_size", ghost_batch_size)
+    if ghost_batch_size == 1:
         raise ConfigError(
-            "normalization.ghost_batch_size", ghost_batch_size, "must be a positive integer"
+            "normalization.ghost_batch_size",
+            ghost_batch_size,
+            "a ghost batch of one example has no batch statistics; use >= 2 (or gn/ln/in/bgn)",
         )
     _check_momentum(momentum)
-    _check_eps(eps)
-    _check_affine(affine)
+    _check_base(eps, affine, weight_standardization)
     return GhostBatchNormFactory(
-        ghost_batch_size=ghost_batch_size, momentum=float(momentum), eps=float(eps), affine=affine
+        ghost_batch_size=ghost_batch_size,
+        momentum=float(momentum),
+        eps=float(eps),
+        affine=affine,
+        weight_standardization=weight_standardization,
     )
 
 
-def group_norm(*, groups: int = 8, eps: float = 1e-5, affine: bool = True) -> NormFactory:
+def group_norm(
+    *,
+    groups: int = 8,
+    eps: float = 1e-5,
+    affine: bool = True,
+    weight_standardization: bool = False,
+) -> NormFactory:
     """Group Normalization (Wu & He, ECCV 2018). Every normalized layer's width must be a
     multiple of ``groups``; the factory raises a ConfigError at the first one that is not."""
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ConfigError("normalization.groups", groups, "must be a positive integer")
-    _check_eps(eps)
-    _check_affine(affine)
-    return GroupNormFactory(groups=groups, eps=float(eps), affine=affine)
+    _check_positive_int("groups", groups)
+    _check_base(eps, affine, weight_standardization)
+    return GroupNormFactory(
+        groups=groups, eps=float(eps), affine=affine, weight_standardization=weight_standardization
+    )
 
 
-def layer_norm(*, eps: float = 1e-5, affine: bool = True) -> NormFactory:
+def layer_norm(
+    *, eps: float = 1e-5, affine: bool = True, weight_standardization: bool = False
+) -> NormFactory:
     """Layer Normalization (Ba, Kiros & Hinton 2016) over (C, H, W) of each sample."""
-    _check_eps(eps)
-    _check_affine(affine)
-    return LayerNormFactory(eps=float(eps), affine=affine)
+    _check_base(eps, affine, weight_standardization)
+    return LayerNormFactory(
+        eps=float(eps), affine=affine, weight_standardization=weight_standardization
+    )
 
 
-def instance_norm(*, eps: float = 1e-5, affine: bool = True) -> NormFactory:
+def instance_norm(
+    *, eps: float = 1e-5, affine: bool = True, weight_standardization: bool = False
+) -> NormFactory:
     """Instance Normalization (Ulyanov, Vedaldi & Lempitsky 2016) over (H, W)."""
-    _check_eps(eps)
-    _check_affine(affine)
-    return InstanceNormFactory(eps=float(eps), affine=affine)
+    _check_base(eps, affine, weight_standardization)
+    return InstanceNormFactory(
+        eps=float(eps), affine=affine, weight_standardization=weight_standardization
+    )
+
+
+def batch_group_norm(
+    *,
+    groups: int = 8,
+    batch_groups: int = 1,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    affine: bool = True,
+    weight_standardization: bool = False,
+) -> NormFactory:
+    """Batch-Group Normalization (Summers & Dinneen, ICLR 2020, Sec. 3.4).
+
+    Statistics over ``groups`` groups of channels x ``batch_groups`` groups of examples;
+    ``batch_groups`` must divide every training batch and micro-batch. Evaluation uses running
+    statistics, as BN (trainrepro/batch_group_norm.py).
+    """
+    _check_positive_int("groups", groups)
+    _check_positive_int("batch_groups", batch_groups)
+    _check_momentum(momentum)
+    _check_base(eps, affine, weight_standardization)
+    return BatchGroupNormFactory(
+        groups=groups,
+        batch_groups=batch_groups,
+        momentum=float(momentum),
+        eps=float(eps),
+        affine=affine,
+        weight_standardization=weight_standardization,
+    )
 
 
 def no_norm() -> NormFactory:
@@ -232,6 +352,7 @@ NORMS: dict[str, Callable[..., NormFactory]] = {
     "in": instance_norm,
     "none": no_norm,
     "ghost_bn": ghost_batch_norm,
+    "bgn": batch_group_norm,
 }
 
 
@@ -259,29 +380,98 @@ def ghost_batch_size_of(model_or_factory: nn.Module | NormFactory) -> int | None
     return math.lcm(*sizes) if sizes else None
 
 
-def check_ghost_batch(
+def batch_divisor_of(model_or_factory: nn.Module | NormFactory) -> tuple[str, int] | None:
+    """(config key, n): every training batch and micro-batch must be a multiple of n.
+
+    Ghost BN needs whole ghost batches (the lcm of a model's ghost sizes), BGN a whole number of
+    examples per batch group; None for the other norms.
+    """
+    g = ghost_batch_size_of(model_or_factory)
+    if g is not None:
+        return "normalization.ghost_batch_size", g
+    if isinstance(model_or_factory, BatchGroupNormFactory):
+        return "normalization.batch_groups", model_or_factory.batch_groups
+    if isinstance(model_or_factory, nn.Module):
+        sizes = {
+            m.batch_groups for m in model_or_factory.modules() if isinstance(m, BatchGroupNorm2d)
+        }
+        if sizes:
+            return "normalization.batch_groups", math.lcm(*sizes)
+    return None
+
+
+def uses_batch_statistics(model_or_factory: nn.Module | NormFactory) -> bool:
+    """Whether training normalizes each channel over the examples of a batch (bn, ghost_bn),
+    so that a batch (or ghost batch) of one example has no statistics to normalize with."""
+    if isinstance(model_or_factory, BatchNormFactory | GhostBatchNormFactory):
+        return True
+    if isinstance(model_or_factory, nn.Module):
+        return any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model_or_factory.modules()
+        )
+    return False
+
+
+def _pieces(batch_size: int, max_micro_batch: int | None) -> list[int]:
+    """The sizes the trainer feeds the model: the batch, or its micro-batches (last smaller)."""
+    if max_micro_batch is None or max_micro_batch >= batch_size:
+        return [batch_size]
+    full, rest = divmod(batch_size, max_micro_batch)
+    return [max_micro_batch] * full + ([rest] if rest else [])
+
+
+def check_batch(
     model_or_factory: nn.Module | NormFactory,
     batch_size: int,
     *,
     max_micro_batch: int | None = None,
 ) -> None:
-    """Raise a ConfigError unless ghost batches tile a training batch of ``batch_size``.
+    """Raise a ConfigError unless the norm can train on batches of ``batch_size``.
 
     With gradient accumulation the batch is split into pieces of ``max_micro_batch`` (the last
-    one smaller), and every piece must hold whole ghost batches too. For the trainer to call
-    with each epoch's batch size before training starts.
+    one smaller), and every piece is checked too. Two rules: batch-statistics norms (bn,
+    ghost_bn) refuse pieces of one example, which have no batch statistics (torch itself only
+    fails when N*H*W == 1, e.g. a 1x1 feature map, and otherwise would train silently on
+    per-example statistics that evaluation never sees); and ghost batches / BGN's batch groups
+    must tile every piece. For the trainer to call with each epoch's batch size before training.
     """
-    g = ghost_batch_size_of(model_or_factory)
-    if g is None:
-        return
-    if batch_size % g:
-        raise ConfigError(
-            "normalization.ghost_batch_size", g, f"does not divide the batch size {batch_size}"
-        )
-    if max_micro_batch is not None and max_micro_batch < batch_size and max_micro_batch % g:
+    pieces = _pieces(batch_size, max_micro_batch)
+    split = len(pieces) > 1
+    if uses_batch_statistics(model_or_factory) and min(pieces) == 1:
+        if not split:
+            raise ConfigError(
+                "batch_size",
+                batch_size,
+                "batch-statistics normalization (bn, ghost_bn) has no statistics for a batch of "
+                "1 example; use batch_size >= 2 or normalization=gn/ln/in/bgn",
+            )
         raise ConfigError(
             "max_micro_batch",
             max_micro_batch,
-            f"must be a multiple of normalization.ghost_batch_size={g} to split "
-            f"the batch size {batch_size}",
+            f"splits the batch size {batch_size} into a micro-batch of 1 example, which "
+            "batch-statistics normalization (bn, ghost_bn) cannot normalize",
         )
+    divisor = batch_divisor_of(model_or_factory)
+    if divisor is None:
+        return
+    key, g = divisor
+    if batch_size % g:
+        raise ConfigError(key, g, f"does not divide the batch size {batch_size}")
+    if split and any(piece % g for piece in pieces):
+        raise ConfigError(
+            "max_micro_batch",
+            max_micro_batch,
+            f"must be a multiple of {key}={g} to split the batch size {batch_size}",
+        )
+
+
+# The earlier name, kept for callers that only knew about ghost batches.
+check_ghost_batch = check_batch
+
+
+def apply_norm_options(model: nn.Module, norm: NormFactory) -> nn.Module:
+    """The post-build pass for the norm options that touch other layers: with
+    ``weight_standardization``, every ``nn.Conv2d`` becomes a ``WSConv2d`` (same state dict)."""
+    if getattr(norm, "weight_standardization", False):
+        standardize_convs(model)
+    return model

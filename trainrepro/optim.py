@@ -6,7 +6,9 @@ implementations of Liu et al. (2020) in ``trainrepro.adaptive``. ``weight_decay`
 term added to the gradient (``g += wd * p``, "coupled") for every option except ``adamw``,
 where it is decoupled from the gradient (Loshchilov & Hutter 2019, "Decoupled Weight Decay
 Regularization": ``p -= lr * wd * p``); ``adam``, ``adam_eps``, ``adam_2k``, ``radam`` and
-``nadam`` can switch to decoupled decay with ``decoupled_weight_decay``.
+``nadam`` can switch to decoupled decay with ``decoupled_weight_decay``. ``sgd``, ``adam`` (and
+``adam_warmup``) and ``adamw`` take ``norm_decay_target``: norm scales decay towards it, e.g. 1
+(trainrepro/norm_decay.py); the other builders do not accept the key.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 from trainrepro.adaptive import RHO_THRESHOLD, RAdam, adam_2k, adam_eps, rho_inf
 from trainrepro.config import check_kwargs
 from trainrepro.errors import ConfigError
+from trainrepro.norm_decay import attach_decay_target, split_norm_scales
 
 Betas = Sequence[float]
 ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
@@ -86,7 +89,10 @@ def _check_betas(betas: Betas) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- parameter groups
 def param_groups(
-    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = True
+    model: nn.Module,
+    weight_decay: float,
+    decay_norm_and_bias: bool = True,
+    norm_decay_target: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Trainable parameters of ``model`` as optimizer param groups.
 
@@ -94,13 +100,23 @@ def param_groups(
     shifts) goes into a group with weight_decay 0: decaying a norm layer's scale changes only
     the effective learning rate of the layer before it, not the function (van Laarhoven 2017,
     "L2 Regularization versus Batch and Weight Normalization"). Frozen parameters are skipped.
+    A nonzero ``norm_decay_target`` puts the norm scales in a group that decays towards it
+    (trainrepro/norm_decay.py; sgd, adam, adamw only).
     """
     check_bool("optimizer.decay_norm_and_bias", decay_norm_and_bias)
+    target = check_number("optimizer.norm_decay_target", norm_decay_target)
+    if target and not decay_norm_and_bias:
+        raise ConfigError(
+            "optimizer.norm_decay_target",
+            norm_decay_target,
+            "needs decay_norm_and_bias=true (norm scales are not decayed otherwise)",
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("model", type(model).__name__, "has no trainable parameters")
     if decay_norm_and_bias:
-        return [{"params": params, "weight_decay": weight_decay, "group": "decay"}]
+        groups = [{"params": params, "weight_decay": weight_decay, "group": "decay"}]
+        return split_norm_scales(groups, model, target) if target else groups
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     groups = [
@@ -120,8 +136,10 @@ def sgd(
     nesterov: bool = False,
     weight_decay: float = 5e-4,
     decay_norm_and_bias: bool = True,
+    norm_decay_target: float = 0.0,
 ) -> torch.optim.Optimizer:
-    """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013); L2 weight decay."""
+    """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013); L2 weight decay
+    (towards ``norm_decay_target`` for norm scales)."""
     _check_common(lr, weight_decay)
     check_number("optimizer.momentum", momentum, 0.0, 1.0, high_open=True)
     check_number("optimizer.dampening", dampening, 0.0, 1.0, high_open=True)
@@ -132,8 +150,8 @@ def sgd(
             f"needs momentum > 0 and dampening = 0 (got momentum={momentum}, "
             f"dampening={dampening})",
         )
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.SGD(
+    groups = param_groups(model, weight_decay, decay_norm_and_bias, norm_decay_target)
+    opt = torch.optim.SGD(
         groups,
         lr=lr,
         momentum=momentum,
@@ -141,6 +159,7 @@ def sgd(
         nesterov=nesterov,
         weight_decay=weight_decay,
     )
+    return attach_decay_target(opt, decoupled=False)
 
 
 def adam(
@@ -153,6 +172,7 @@ def adam(
     decoupled_weight_decay: bool = False,
     amsgrad: bool = False,
     decay_norm_and_bias: bool = True,
+    norm_decay_target: float = 0.0,
 ) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015), AMSGrad variant (Reddi et al. 2018); L2 weight decay, or
     decoupled with ``decoupled_weight_decay`` (then torch's AdamW, the same as ``adamw``)."""
@@ -160,9 +180,10 @@ def adam(
     b = _check_betas(betas)
     check_bool("optimizer.amsgrad", amsgrad)
     check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias, norm_decay_target)
     cls = torch.optim.AdamW if decoupled_weight_decay else torch.optim.Adam
-    return cls(groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    opt = cls(groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    return attach_decay_target(opt, decoupled=decoupled_weight_decay)
 
 
 def adamw(
@@ -174,6 +195,7 @@ def adamw(
     weight_decay: float = 0.01,
     amsgrad: bool = False,
     decay_norm_and_bias: bool = True,
+    norm_decay_target: float = 0.0,
 ) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019).
 
@@ -184,10 +206,11 @@ def adamw(
     _check_common(lr, weight_decay, eps)
     b = _check_betas(betas)
     check_bool("optimizer.amsgrad", amsgrad)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.AdamW(
+    groups = param_groups(model, weight_decay, decay_norm_and_bias, norm_decay_target)
+    opt = torch.optim.AdamW(
         groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
     )
+    return attach_decay_target(opt, decoupled=True)
 
 
 def radam(
