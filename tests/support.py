@@ -32,6 +32,7 @@ SMALL = {
     ("model", "wrn"): ("model.depth=10", "model.width=1"),
     ("model", "resnet"): ("model.width=8",),
     ("model", "mobilenetv2"): ("model.width_mult=0.25",),
+    ("model", "nf_resnet"): ("model.depth=8", "normalization=none"),  # normalizer-free
     ("normalization", "gn"): ("normalization.groups=4",),
     ("normalization", "ghost_bn"): ("normalization.ghost_batch_size=8",),
     ("schedule", "step"): ("schedule.milestones=[0.5]",),

@@ -13,7 +13,7 @@ from torch import nn
 
 from trainrepro.config import instantiate, resolve_target
 from trainrepro.errors import ConfigError
-from trainrepro.models import MODELS, create_model
+from trainrepro.models import MODELS, NORMALIZER_FREE, create_model
 from trainrepro.norms import NORM_TYPES, NORMS, NormFactory, batch_norm, group_norm, no_norm
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -26,6 +26,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "lenet5": {},
     "mobilenetv2": {"width_mult": 0.25},
     "resnet_cifar": {"depth": 8},
+    "nf_resnet": {"depth": 8},
 }
 # gn with 2 groups divides every layer of the small models (lenet5 has a 6-channel conv);
 # ghost_bn needs ghost batches that divide the test batch of 4.
@@ -52,6 +53,11 @@ def _build(
     )
 
 
+def _norm_for(name: str, factory: NormFactory) -> NormFactory:
+    """Normalizer-free models take only normalization=none (see models/__init__.py)."""
+    return no_norm() if name in NORMALIZER_FREE else factory
+
+
 def test_small_settings_cover_every_model() -> None:
     assert set(SMALL) == set(MODELS)
 
@@ -70,7 +76,12 @@ def _forward_backward(name: str, factory: NormFactory, in_channels: int, image_s
 @pytest.mark.parametrize("norm", list(NORMS))
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_with_every_norm_on_cifar_shapes(name: str, norm: str) -> None:
-    _forward_backward(name, NORMS[norm](**NORM_KWARGS.get(norm, {})), 3, 32)
+    factory = NORMS[norm](**NORM_KWARGS.get(norm, {}))
+    if name in NORMALIZER_FREE and norm != "none":
+        with pytest.raises(ConfigError, match=rf"^normalization={norm}: model={name} is"):
+            _build(name, factory)
+        return
+    _forward_backward(name, factory, 3, 32)
 
 
 @pytest.mark.parametrize("norm", list(NORMS))
@@ -80,13 +91,15 @@ def test_lenet5_with_every_norm_on_mnist_shapes(norm: str) -> None:
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_on_mnist_shapes(name: str) -> None:
-    _forward_backward(name, batch_norm(), 1, 28)
+    _forward_backward(name, _norm_for(name, batch_norm()), 1, 28)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_norm_layers_come_only_from_the_factory(name: str) -> None:
     plain = _build(name, no_norm())
     assert not any(isinstance(m, NORM_TYPES) for m in plain.modules())
+    if name in NORMALIZER_FREE:  # no norm layers at all; its Scaled-WS convs keep a bias
+        return
     bn = _build(name, batch_norm())
     kinds = {type(m) for m in bn.modules() if isinstance(m, NORM_TYPES)}
     assert kinds == {nn.BatchNorm2d}
@@ -262,8 +275,9 @@ def test_every_model_has_a_config_file() -> None:
 def test_config_file_instantiates(path: Path) -> None:
     node = OmegaConf.load(path)
     assert node.name == path.stem
+    norm = _norm_for(path.stem, batch_norm())
     model = instantiate(
-        "model", node, num_classes=10, in_channels=3, image_size=32, norm_layer=batch_norm()
+        "model", node, num_classes=10, in_channels=3, image_size=32, norm_layer=norm
     )
     assert isinstance(model, nn.Module)
     with torch.no_grad():

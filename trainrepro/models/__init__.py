@@ -15,6 +15,7 @@ from trainrepro.config import check_kwargs
 from trainrepro.errors import ConfigError
 from trainrepro.models.lenet import build_lenet5
 from trainrepro.models.mobilenetv2 import build_mobilenetv2
+from trainrepro.models.nf_resnet import build_nf_resnet
 from trainrepro.models.resnet import build_resnet
 from trainrepro.models.resnet_cifar import build_resnet_cifar
 from trainrepro.models.wrn import build_wrn
@@ -25,7 +26,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": build_lenet5,
     "mobilenetv2": build_mobilenetv2,
     "resnet_cifar": build_resnet_cifar,
+    "nf_resnet": build_nf_resnet,
 }
+# Models without normalization layers by design: they take only ``normalization=none`` and refuse
+# any other norm factory with a ConfigError naming ``normalization`` (Brock et al. 2021a).
+NORMALIZER_FREE: frozenset[str] = frozenset({"nf_resnet"})
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -41,8 +46,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 __all__ = [
     "MODELS",
+    "NORMALIZER_FREE",
     "build_lenet5",
     "build_mobilenetv2",
+    "build_nf_resnet",
     "build_resnet",
     "build_resnet_cifar",
     "build_wrn",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from trainrepro.reproduce.paper import Paper
-from trainrepro.reproduce.papers import radam, smith18
+from trainrepro.reproduce.papers import largebatch, nfnet, radam, smith18, svrg
 
-PAPERS: dict[str, Paper] = {p.name: p for p in (smith18.PAPER, radam.PAPER)}
+PAPERS: dict[str, Paper] = {
+    p.name: p for p in (smith18.PAPER, radam.PAPER, nfnet.PAPER, largebatch.PAPER, svrg.PAPER)
+}
