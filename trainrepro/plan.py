@@ -76,7 +76,19 @@ def format_plan(rows: list[dict[str, Any]], n_train: int) -> str:
     return "\n".join(lines)
 
 
+def lr_scaling_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
+    """One line saying how the linear scaling rule (Goyal et al. 2017) set the lr, or ""."""
+    if not cfg.schedule.get("scale_lr_with_batch", False):
+        return ""
+    base, batch, ref = cfg.optimizer.lr, rows[0]["batch_size"], cfg.schedule.reference_batch
+    return (
+        f"linear scaling (Goyal et al. 2017): lr = {base:g} x {batch} / {ref} = "
+        f"{base * batch / ref:.4g} before warmup and decay"
+    )
+
+
 def print_plan(cfg: DictConfig) -> None:
     """Validate ``cfg`` and print its plan; for the CLI's ``+plan=true``."""
     rows, n_train = build_plan(cfg)
-    print(format_plan(rows, n_train))
+    note = lr_scaling_note(cfg, rows)
+    print(format_plan(rows, n_train) + (f"\n{note}" if note else ""))

@@ -1,7 +1,8 @@
 """Validated builders, one per ``conf/schedule/<name>.yaml`` (its ``_target_``).
 
 Runtime kwargs ``lr``, ``batch_size``, ``momentum`` and ``epochs`` come from the run; every
-builder also takes the linear-warmup keys and the batch-scaling keys of Smith et al. (2018).
+builder also takes the linear-warmup keys, the batch-scaling keys of Smith et al. (2018) and
+the linear lr-scaling keys of Goyal et al. (2017, ``scale_lr_with_batch``, ``reference_batch``).
 A bad value raises ``ConfigError`` naming ``schedule.<key>``.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 from trainrepro.config import check_kwargs
 from trainrepro.errors import ConfigError
 from trainrepro.noise import scaled_batch_size
-from trainrepro.optim import check_int, check_number
+from trainrepro.optim import check_bool, check_int, check_number
 from trainrepro.schedules.curves import (
     CYCLIC_MODES,
     SGDR,
@@ -60,6 +61,26 @@ def _scale(
     return lr, batch_size, momentum, epochs
 
 
+def _scale_lr(
+    runtime: _Runtime,
+    scale_lr_with_batch: bool,
+    reference_batch: int,
+    scale_batch_with: Sequence[str],
+) -> _Runtime:
+    """Goyal et al.'s (2017) linear scaling rule: lr x B / reference_batch, B the schedule's
+    initial batch; after ``_scale``, before every other check (e.g. min_lr < lr)."""
+    check_bool("schedule.scale_lr_with_batch", scale_lr_with_batch)
+    reference_batch = check_int("schedule.reference_batch", reference_batch, 1)
+    if not scale_lr_with_batch:
+        return runtime
+    if "lr" in scale_batch_with:  # B from lr and lr from B: one of the two must be the input
+        raise ConfigError(
+            "schedule.scale_lr_with_batch", True, "cannot be combined with scale_batch_with=[lr]"
+        )
+    lr, batch_size, momentum, epochs = runtime
+    return lr * batch_size / reference_batch, batch_size, momentum, epochs
+
+
 def _check_min_lr(min_lr: float, lr: float) -> float:
     min_lr = check_number("schedule.min_lr", min_lr, 0.0)
     if min_lr >= lr:
@@ -96,10 +117,13 @@ def constant(
     scale_batch_with: Sequence[str] = (),
     reference_lr: float | None = None,
     reference_momentum: float | None = None,
+    scale_lr_with_batch: bool = False,
+    reference_batch: int = 256,
 ) -> Schedule:
     """The base lr, batch size and momentum throughout."""
     runtime = _check_runtime(lr, batch_size, momentum, epochs)
     runtime = _scale(runtime, scale_batch_with, reference_lr, reference_momentum)
+    runtime = _scale_lr(runtime, scale_lr_with_batch, reference_batch, scale_batch_with)
     inner = Constant(*runtime)
     return _warmup(inner, warmup_epochs, warmup_steps, warmup_start_factor)
 
@@ -120,10 +144,13 @@ def step(
     scale_batch_with: Sequence[str] = (),
     reference_lr: float | None = None,
     reference_momentum: float | None = None,
+    scale_lr_with_batch: bool = False,
+    reference_batch: int = 256,
 ) -> Schedule:
     """Step decay (WRN recipe, Zagoruyko & Komodakis 2016) or batch growth (Smith et al. 2018)."""
     runtime = _check_runtime(lr, batch_size, momentum, epochs)
     runtime = _scale(runtime, scale_batch_with, reference_lr, reference_momentum)
+    runtime = _scale_lr(runtime, scale_lr_with_batch, reference_batch, scale_batch_with)
     if isinstance(milestones, str | bytes) or not isinstance(milestones, Sequence):
         raise ConfigError("schedule.milestones", milestones, "must be a list of epochs")
     ms = tuple(check_number("schedule.milestones", m, 0.0) for m in milestones)
@@ -166,10 +193,13 @@ def exponential(
     scale_batch_with: Sequence[str] = (),
     reference_lr: float | None = None,
     reference_momentum: float | None = None,
+    scale_lr_with_batch: bool = False,
+    reference_batch: int = 256,
 ) -> Schedule:
     """``lr * gamma**epoch``, continuous in the fractional epoch."""
     runtime = _check_runtime(lr, batch_size, momentum, epochs)
     runtime = _scale(runtime, scale_batch_with, reference_lr, reference_momentum)
+    runtime = _scale_lr(runtime, scale_lr_with_batch, reference_batch, scale_batch_with)
     gamma = check_number("schedule.gamma", gamma, 0.0, 1.0, low_open=True)
     inner = Exponential(*runtime, gamma=gamma)
     return _warmup(inner, warmup_epochs, warmup_steps, warmup_start_factor)
@@ -188,10 +218,13 @@ def cosine(
     scale_batch_with: Sequence[str] = (),
     reference_lr: float | None = None,
     reference_momentum: float | None = None,
+    scale_lr_with_batch: bool = False,
+    reference_batch: int = 256,
 ) -> Schedule:
     """Cosine annealing to ``min_lr`` over the run (Loshchilov & Hutter 2017, no restarts)."""
     runtime = _check_runtime(lr, batch_size, momentum, epochs)
     runtime = _scale(runtime, scale_batch_with, reference_lr, reference_momentum)
+    runtime = _scale_lr(runtime, scale_lr_with_batch, reference_batch, scale_batch_with)
     inner = Cosine(*runtime, min_lr=_check_min_lr(min_lr, runtime[0]))
     return _warmup(inner, warmup_epochs, warmup_steps, warmup_start_factor)
 
@@ -211,10 +244,13 @@ def sgdr(
     scale_batch_with: Sequence[str] = (),
     reference_lr: float | None = None,
     reference_momentum: float | None = None,
+    scale_lr_with_batch: bool = False,
+    reference_batch: int = 256,
 ) -> Schedule:
     """SGDR: cosine annealing with warm restarts (Loshchilov & Hutter 2017)."""
     runtime = _check_runtime(lr, batch_size, momentum, epochs)
     runtime = _scale(runtime, scale_batch_with, reference_lr, reference_momentum)
+    runtime = _scale_lr(runtime, scale_lr_with_batch, reference_batch, scale_batch_with)
     period = check_number("schedule.period", period, 0.0, epochs, low_open=True)
     period_mult = check_number("schedule.period_mult", period_mult, 1.0)
     min_lr = _check_min_lr(min_lr, runtime[0])
@@ -239,6 +275,8 @@ def cyclic(
     scale_batch_with: Sequence[str] = (),
     reference_lr: float | None = None,
     reference_momentum: float | None = None,
+    scale_lr_with_batch: bool = False,
+    reference_batch: int = 256,
 ) -> Schedule:
     """Cyclical learning rates (Smith 2017) between ``min_lr`` and the configured lr.
 
@@ -247,6 +285,7 @@ def cyclic(
     """
     runtime = _check_runtime(lr, batch_size, momentum, epochs)
     runtime = _scale(runtime, scale_batch_with, reference_lr, reference_momentum)
+    runtime = _scale_lr(runtime, scale_lr_with_batch, reference_batch, scale_batch_with)
     min_lr = runtime[0] / 4.0 if min_lr is None else _check_min_lr(min_lr, runtime[0])
     half_period = check_number("schedule.half_period", half_period, 0.0, low_open=True)
     if mode not in CYCLIC_MODES:

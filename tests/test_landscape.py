@@ -1,0 +1,68 @@
+"""scripts/plot_landscape.py on two tiny runs: interpolation end points are the runs' own
+losses, directions are filter-normalized, the CLI writes the figure and its numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from support import tiny_cfg
+
+from trainrepro.reproduce.scripts import load_script
+from trainrepro.train import train
+
+landscape = load_script("plot_landscape")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("landscape")
+    dirs = []
+    for batch in (16, 128):
+        cfg = tiny_cfg("epochs=1", f"batch_size={batch}", "dataset.num_train=256")
+        assert train(cfg, root / f"b{batch}")["status"] == "completed"
+        dirs.append(root / f"b{batch}")
+    cfg = tiny_cfg("epochs=1", "model.width=2", "dataset.num_train=256")
+    assert train(cfg, root / "wide")["status"] == "completed"
+    return dirs, root / "wide"
+
+
+def test_interpolation_ends_are_the_runs(runs):
+    (a_dir, b_dir), _ = runs
+    run, a = landscape.load_run(a_dir)
+    _, b = landscape.load_run(b_dir)
+    curve = landscape.interpolation(run, a, b, np.array([0.0, 1.0]), samples=100)
+    for state, loss in ((a, curve["train_loss"][0]), (b, curve["train_loss"][1])):
+        run.model.load_state_dict(state)
+        assert landscape.loss_and_acc(run, run.train_loader, 100)[0] == pytest.approx(loss)
+
+
+def test_direction_is_filter_normalized(runs):
+    (a_dir, _), _ = runs
+    run, _ = landscape.load_run(a_dir)
+    d = landscape.filter_normalized_direction(run.model, seed=3)
+    for name, p in run.model.named_parameters():
+        if p.ndim <= 1:
+            assert torch.count_nonzero(d[name]) == 0
+        else:
+            torch.testing.assert_close(d[name].flatten(1).norm(dim=1), p.flatten(1).norm(dim=1))
+
+
+def test_cli_writes_figure_and_numbers(runs, tmp_path):
+    (a_dir, b_dir), _ = runs
+    out = tmp_path / "fig" / "landscape"
+    args = [str(a_dir), str(b_dir), "--out", str(out), "--points", "5", "--samples", "64"]
+    assert landscape.main(args) == 0
+    assert out.with_suffix(".png").stat().st_size > 0 and out.with_suffix(".pdf").is_file()
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert len(data["interpolation"]["alpha"]) == 5
+    assert all(np.isfinite(v) for v in data["sharpness"].values())
+    assert set(data["directions"]) == {str(a_dir), str(b_dir)}
+
+
+def test_different_models_are_refused(runs, tmp_path, capsys):
+    (a_dir, _), wide = runs
+    assert landscape.main([str(a_dir), str(wide), "--out", str(tmp_path / "x")]) == 2
+    assert "different models" in capsys.readouterr().err
