@@ -86,7 +86,10 @@ def _cifar(
 ) -> DataSplits:
     pickle_dir, folder_name, num_classes, reader = _CIFAR[name]
     check_common(
-        **{k: common[k] for k in ("train_size", "val_fraction", "crop_padding", "augment")}
+        **{
+            k: common[k]
+            for k in ("train_size", "val_fraction", "crop_padding", "augment", "folds", "fold")
+        }
     )
     base = _root(root)
     pickles, folder = base / pickle_dir, base / folder_name
@@ -146,6 +149,8 @@ def cifar10(
     crop_padding: int = 4,
     hflip: bool = True,
     cache_dir: str | None = None,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> DataSplits:
     """CIFAR-10 (Krizhevsky 2009): 50k/10k 32x32 RGB images, 10 classes."""
     return _cifar(
@@ -158,6 +163,8 @@ def cifar10(
         augment=augment,
         crop_padding=crop_padding,
         hflip=hflip,
+        folds=folds,
+        fold=fold,
     )
 
 
@@ -171,6 +178,8 @@ def cifar100(
     crop_padding: int = 4,
     hflip: bool = True,
     cache_dir: str | None = None,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> DataSplits:
     """CIFAR-100 (Krizhevsky 2009): 50k/10k 32x32 RGB images, 100 fine classes."""
     return _cifar(
@@ -183,6 +192,8 @@ def cifar100(
         augment=augment,
         crop_padding=crop_padding,
         hflip=hflip,
+        folds=folds,
+        fold=fold,
     )
 
 
@@ -224,13 +235,20 @@ def mnist(
     split_test_set: bool = False,
     split_test_train_size: int = 8000,
     cache_dir: str | None = None,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> DataSplits:
     """MNIST (LeCun et al. 1998): 28x28 grey digits. ``split_test_set`` splits the 10k test set
     into train/test parts (stratified, fixed seed) for machines that only have t10k files.
     ``cache_dir`` is accepted for a uniform interface; IDX files are read directly."""
     del cache_dir
     check_common(
-        train_size=train_size, val_fraction=val_fraction, crop_padding=crop_padding, augment=augment
+        train_size=train_size,
+        val_fraction=val_fraction,
+        crop_padding=crop_padding,
+        augment=augment,
+        folds=folds,
+        fold=fold,
     )
     base = _root(root)
     train_files, test_files = _mnist_files(base, "train"), _mnist_files(base, "t10k")
@@ -289,6 +307,8 @@ def mnist(
         hflip=hflip,
         notes=notes,
         classes=[str(i) for i in range(10)],
+        folds=folds,
+        fold=fold,
     )
 
 
@@ -306,6 +326,8 @@ def imagefolder(
     in_memory: str | bool = "auto",
     max_memory_gb: float = 8.0,
     cache_dir: str | None = None,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> DataSplits:
     """Any class-per-folder tree (class index = sorted folder name), resized to image_size.
 
@@ -313,7 +335,12 @@ def imagefolder(
     or false (stream files through worker processes every epoch).
     """
     check_common(
-        train_size=train_size, val_fraction=val_fraction, crop_padding=crop_padding, augment=augment
+        train_size=train_size,
+        val_fraction=val_fraction,
+        crop_padding=crop_padding,
+        augment=augment,
+        folds=folds,
+        fold=fold,
     )
     if not isinstance(image_size, int) or image_size < 1:
         raise ConfigError("dataset.image_size", image_size, "must be a positive integer")
@@ -362,4 +389,6 @@ def imagefolder(
         hflip=hflip,
         notes=notes,
         classes=train_list.classes,
+        folds=folds,
+        fold=fold,
     )

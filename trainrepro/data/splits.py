@@ -159,7 +159,13 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 
 def check_common(
-    *, train_size: int | None, val_fraction: float, crop_padding: int, augment: bool
+    *,
+    train_size: int | None,
+    val_fraction: float,
+    crop_padding: int,
+    augment: bool,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> None:
     """Validate the keys every builder shares, before any data is read."""
     if train_size is not None and (
@@ -170,6 +176,39 @@ def check_common(
         raise ConfigError("dataset.val_fraction", val_fraction, "must be in [0, 1)")
     if augment and (not isinstance(crop_padding, int) or crop_padding < 0):
         raise ConfigError("dataset.crop_padding", crop_padding, "must be an integer >= 0")
+    check_folds(folds, fold, val_fraction)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_folds(folds: int | None, fold: int | None, val_fraction: float) -> None:
+    """``folds``/``fold``: k-fold cross-validation keys (both null, or K >= 2 and 0 <= fold < K)."""
+    if folds is None:
+        if fold is not None:
+            raise ConfigError("dataset.fold", fold, "needs dataset.folds (the number of folds)")
+        return
+    if not _is_int(folds) or folds < 2:
+        raise ConfigError("dataset.folds", folds, "must be an integer >= 2 or null")
+    if not _is_int(fold) or not 0 <= fold < folds:
+        raise ConfigError("dataset.fold", fold, f"must be an integer in [0, {folds})")
+    if val_fraction:
+        # Two hold-outs of one training split would be ambiguous: the fold is the validation.
+        raise ConfigError("dataset.val_fraction", val_fraction, "must be 0 with dataset.folds")
+
+
+def stratified_folds(labels: torch.Tensor, folds: int, seed: int = SPLIT_SEED) -> torch.Tensor:
+    """The fold (0..folds-1) of every sample: each class shuffled with ``seed``, then dealt out
+    in turn, so every fold has the class proportions and the sizes differ by at most one."""
+    g = torch.Generator().manual_seed(seed)
+    order = [
+        members[torch.randperm(len(members), generator=g)]
+        for members in (torch.nonzero(labels == c).flatten() for c in torch.unique(labels))
+    ]
+    assignment = torch.empty(len(labels), dtype=torch.int64)
+    assignment[torch.cat(order)] = torch.arange(len(labels)) % folds
+    return assignment
 
 
 def finish(
@@ -187,11 +226,18 @@ def finish(
     hflip: bool,
     notes: list[str] | None = None,
     classes: list[str] | None = None,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> DataSplits:
-    """Apply train_size, val_fraction, channel statistics and augmentation to read splits."""
+    """Apply train_size, val_fraction or folds/fold, channel statistics and augmentation."""
     notes = list(notes or [])
     check_common(
-        train_size=train_size, val_fraction=val_fraction, crop_padding=crop_padding, augment=augment
+        train_size=train_size,
+        val_fraction=val_fraction,
+        crop_padding=crop_padding,
+        augment=augment,
+        folds=folds,
+        fold=fold,
     )
     if train_size is not None:
         if train_size > len(train):
@@ -220,6 +266,16 @@ def finish(
         notes.append(
             f"val_fraction={val_fraction}: {n_val} training images held out for "
             f"validation (stratified, seed {SPLIT_SEED})"
+        )
+    if folds is not None:
+        if len(train) < folds:
+            raise ConfigError("dataset.folds", folds, f"exceeds the {len(train)} training images")
+        assignment = stratified_folds(train.labels, folds)
+        hold = torch.nonzero(assignment == fold).flatten()
+        train, val = train.subset(torch.nonzero(assignment != fold).flatten()), train.subset(hold)
+        notes.append(
+            f"folds={folds}, fold={fold}: {len(hold)} training images held out for validation "
+            f"(stratified {folds}-fold split, seed {SPLIT_SEED}), {len(train)} trained on"
         )
     if isinstance(train, ImageSet):
         mean, std = channel_stats(train.images)

@@ -187,11 +187,18 @@ def synthetic(
     hflip: bool = True,
     train_size: int | None = None,
     val_fraction: float = 0.0,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> DataSplits:
     """Procedural shapes (see trainrepro.data.synthetic); every class is mirror-symmetric, so
     hflip is on by default. Train and test come from independent seeded streams."""
     check_common(
-        train_size=train_size, val_fraction=val_fraction, crop_padding=crop_padding, augment=augment
+        train_size=train_size,
+        val_fraction=val_fraction,
+        crop_padding=crop_padding,
+        augment=augment,
+        folds=folds,
+        fold=fold,
     )
     for key, value, low in (
         ("num_train", num_train, 1),
@@ -224,4 +231,6 @@ def synthetic(
         crop_padding=crop_padding,
         hflip=hflip,
         classes=list(SHAPES[:num_classes]),
+        folds=folds,
+        fold=fold,
     )
