@@ -34,9 +34,13 @@ demo: install
 	$(PY) scripts/plot_curves.py results/demo/run --out results/demo/curves \
 		--title "LeNet-5 on synthetic shapes (make demo)"
 
-# Throughput of the on-device data path against a torchvision DataLoader pipeline.
+# Training speed, as ratios measured within one run (README, Benchmark): fp32 against
+# channels_last / bf16 / both per model, the trainer against a bare loop, the on-device data
+# path against a DataLoader. A few minutes on 2 CPU cores. More: BENCH_ARGS="--threads 1
+# --variants fp32,bf16+cl,compile,compile+bf16+cl --out bench.json" (python -m trainrepro.bench -h).
+BENCH_ARGS ?=
 bench: install
-	$(PY) -m trainrepro.bench
+	$(PY) -m trainrepro.bench $(BENCH_ARGS)
 
 lint: install
 	$(PY) -m ruff check trainrepro scripts tests

@@ -67,7 +67,8 @@ BAD_INPUTS = {
     "unknown key": (["model.depht=10"], "model.depht", ""),
     "unknown added key": (["+model.depht=10"], "model.depht", "valid:"),
     "bad device": (["device=tpu"], "device=tpu", "auto, cpu, cuda"),
-    "reduced precision on cpu": (["precision=bf16"], "precision=bf16", "CUDA"),
+    "fp16 on cpu": (["precision=fp16"], "precision=fp16", "CUDA"),
+    "channels_last not a bool": (["channels_last=maybe"], "channels_last=maybe", "true or false"),
     "ghost size not dividing the batch": (
         ["normalization=ghost_bn", "normalization.ghost_batch_size=48"],
         "normalization.ghost_batch_size=48",

@@ -1,17 +1,18 @@
-"""``make bench``: training throughput of the on-device data path against a conventional one.
+"""``make bench``: how fast training runs, measured as ratios within one run.
 
-Both pipelines train the same model on the same images with the same augmentation
-(pad-and-random-crop, horizontal flip, normalization):
+Three sections, each selectable with ``--sections``:
 
-- device: ``DeviceLoader`` — the uint8 dataset lives on the training device; augmentation is
-  batched there (this project's path);
-- dataloader: a ``torch.utils.data.Dataset`` returning PIL images through
-  ``torchvision.transforms`` in ``DataLoader`` worker processes (how torchvision's CIFAR
-  examples train).
+- variants: a full update (forward, backward, SGD step) of each model under fp32,
+  channels_last, bf16 autocast, both, and torch.compile (``--variants``): images/s, speed-up
+  over fp32 (median of per-round ratios, the variants interleaved), GFLOP/s achieved (one
+  update's FLOPs from FlopCounterMode) and compile time (trainrepro.bench_speed);
+- trainer: the trainer's update path against a bare PyTorch loop on the same model and
+  batches (trainrepro.bench_speed.bench_trainer; ≥ 0.95 means the trainer costs ≤ 5%);
+- pipeline: this project's on-device data path against torchvision transforms in DataLoader
+  workers (trainrepro.bench_pipeline).
 
-Each pipeline runs a warm-up window, then several timed windows of a fixed number of updates;
-the figure is the median images/s over windows, and the ratio device/dataloader is printed.
-Ratios, not absolute numbers, are what carry between machines.
+Ratios, not absolute numbers, are what carry between machines, and between moments on a
+machine shared with other jobs: the load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -19,197 +20,210 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
-from trainrepro.data.loader import DeviceLoader
-from trainrepro.data.splits import Augment, DataSplits
-from trainrepro.models import create_model
-from trainrepro.norms import create_norm
+from trainrepro.bench_accuracy import DEFAULT_OVERRIDES, bench_accuracy, print_accuracy
+from trainrepro.bench_pipeline import bench_pipeline
+from trainrepro.bench_speed import (
+    DEFAULT_VARIANTS,
+    MODELS,
+    VARIANTS,
+    bench_trainer,
+    bench_variants,
+)
+from trainrepro.data.splits import DataSplits
 
-MODELS = {
-    "lenet5": {},
-    "resnet18-w16": {"name": "resnet", "depth": 18, "width": 16},
-}
-
-
-class TransformDataset(Dataset):
-    """Per-sample PIL + torchvision transforms over an in-memory uint8 array."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, data: DataSplits) -> None:
-        from torchvision import transforms
-
-        self.images = images.permute(0, 2, 3, 1).numpy()  # HWC, as PIL wants
-        self.labels = labels.tolist()
-        self.mode = "L" if images.shape[1] == 1 else "RGB"
-        aug = data.augment or Augment(crop_padding=4, hflip=True)
-        self.transform = transforms.Compose(
-            [
-                transforms.RandomCrop(data.image_size, padding=aug.crop_padding),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                transforms.Normalize(data.mean, data.std),
-            ]
-        )
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        image = self.images[i]
-        image = Image.fromarray(image[..., 0] if self.mode == "L" else image, self.mode)
-        return self.transform(image), self.labels[i]
+SECTIONS = ("variants", "trainer", "pipeline", "accuracy")
+DEFAULT_SECTIONS = ("variants", "trainer", "pipeline")  # accuracy: minutes per run, on request
+DEFAULT_MODELS = ("wrn16-4", "resnet20", "lenet5")
+DEFAULT_PIPELINE_MODELS = ("lenet5", "resnet20")
 
 
-def load_data(root: str | None) -> DataSplits:
-    """10,000 real CIFAR-10 training images when ``root`` holds them, else synthetic ones."""
+def load_data(root: str | None, train_size: int = 10000) -> tuple[DataSplits, list[str]]:
+    """Real CIFAR-10 training images when ``root`` holds them, else synthetic ones; returns
+    the data and the dataset overrides that give the same data to a composed config."""
     from trainrepro.data.builders import cifar10, synthetic
     from trainrepro.errors import ConfigError
 
     if root:
         try:
-            return cifar10(root=root, train_size=10000)
+            data = cifar10(root=root, train_size=train_size)
+            return data, [
+                "dataset=cifar10",
+                f"dataset.root={root}",
+                f"dataset.train_size={train_size}",
+            ]
         except ConfigError as e:
             print(f"note: {e}")
     print("note: no CIFAR-10 found (set TRAINREPRO_DATA); benchmarking on synthetic images")
-    return synthetic(num_train=10000, num_test=1000)
+    data = synthetic(num_train=train_size, num_test=1000)
+    return data, ["dataset=synthetic", f"dataset.num_train={train_size}", "dataset.num_test=1000"]
 
 
-def time_windows(
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    step,
-    *,
-    device: torch.device,
-    batch_size: int,
-    windows: int,
-    steps: int,
-) -> list[float]:
-    """Images/s of each of ``windows`` windows of ``steps`` updates, after one warm-up window."""
-    rates = []
-    for w in range(windows + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            x, y = next(batches)
-            step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if w > 0:
-            rates.append(steps * batch_size / (time.perf_counter() - start))
-    return rates
+def _csv(value: str, valid, what: str, parser: argparse.ArgumentParser) -> list[str]:
+    items = [v for v in value.split(",") if v]
+    unknown = [v for v in items if v not in valid]
+    if unknown:
+        parser.error(f"--{what}: unknown {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return items
 
 
-def endless(make_epoch) -> Iterator:
-    epoch = 0
-    while True:
-        yield from make_epoch(epoch)
-        epoch += 1
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def bench_model(
-    name: str, data: DataSplits, args: argparse.Namespace, device: torch.device
-) -> dict:
-    spec = dict(MODELS[name])
-    model_name = spec.pop("name", name)
-    torch.manual_seed(0)
-    model = create_model(
-        model_name,
-        num_classes=data.num_classes,
-        in_channels=data.in_channels,
-        image_size=data.image_size,
-        norm_layer=create_norm("bn"),
-        **spec,
-    ).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    model.train()
-    fast = DeviceLoader(
-        data.train.images,
-        data.train.labels,
-        mean=data.mean,
-        std=data.std,
-        device=device,
-        augment=data.augment or Augment(4, True),
-        seed=0,
+def print_variants(rows: list[dict]) -> None:
+    print(
+        f"\n{'model':<13} {'variant':<16} {'images/s':>9} {'x fp32':>7} {'GFLOP/s':>8} "
+        f"{'compile s':>9}   (median over interleaved windows)"
     )
-    slow = DataLoader(
-        TransformDataset(data.train.images, data.train.labels, data),
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=args.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=args.workers > 0,
+    last = None
+    for r in rows:
+        model = r["model"] if r["model"] != last else ""
+        last = r["model"]
+        compile_s = f"{r['compile_s']:.0f}" if r["compile_s"] is not None else ""
+        print(
+            f"{model:<13} {r['variant']:<16} {r['images_per_s']:>9.1f} "
+            f"{r['speedup_vs_fp32']:>6.2f}x {r['gflop_per_s']:>8.1f} {compile_s:>9}"
+        )
+    per_model = {r["model"]: r["gflop_per_step"] for r in rows}
+    print(
+        "GFLOP per update (forward + backward, FlopCounterMode): "
+        + ", ".join(f"{m} {g:.2f}" for m, g in per_model.items())
     )
-    timing = dict(device=device, batch_size=args.batch_size, windows=args.windows, steps=args.steps)
-    device_rates = time_windows(endless(lambda e: fast.batches(e, args.batch_size)), step, **timing)
-    loader_rates = time_windows(endless(lambda e: iter(slow)), step, **timing)
-    fast_ips, slow_ips = statistics.median(device_rates), statistics.median(loader_rates)
-    return {
-        "model": name,
-        "device_images_per_s": fast_ips,
-        "dataloader_images_per_s": slow_ips,
-        "ratio": fast_ips / slow_ips,
-        "device_windows": device_rates,
-        "dataloader_windows": loader_rates,
-    }
 
 
-def main(argv: list[str] | None = None) -> None:
+def print_trainer(rows: list[dict]) -> None:
+    print(f"\n{'model':<13} {'trainer':>9} {'bare loop':>10} {'ratio':>7}   (images/s, fp32)")
+    for r in rows:
+        print(
+            f"{r['model']:<13} {r['trainer_images_per_s']:>9.1f} {r['bare_images_per_s']:>10.1f} "
+            f"{r['trainer_vs_bare']:>6.3f}"
+        )
+
+
+def print_pipeline(rows: list[dict]) -> None:
+    print(f"\n{'model':<13} {'device path':>12} {'DataLoader':>11} {'ratio':>7}   (images/s, fp32)")
+    for r in rows:
+        print(
+            f"{r['model']:<13} {r['device_images_per_s']:>12.1f} "
+            f"{r['dataloader_images_per_s']:>11.1f} {r['ratio']:>6.2f}x"
+        )
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(MODELS)}")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=", ".join(SECTIONS))
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=", ".join(MODELS))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=", ".join(VARIANTS))
+    parser.add_argument(
+        "--pipeline-models", default=",".join(DEFAULT_PIPELINE_MODELS), help=", ".join(MODELS)
+    )
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=10, help="updates per timed window")
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per variant")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="updates per window (default: as many as fill --window-seconds; pipeline: 10)",
+    )
+    parser.add_argument("--window-seconds", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--data", default=os.environ.get("TRAINREPRO_DATA"))
+    parser.add_argument(
+        "--accuracy-variants",
+        default="fp32,bf16+cl",
+        help="the accuracy section's runs, in order (the first is the reference)",
+    )
+    parser.add_argument(
+        "--accuracy-overrides",
+        default=" ".join(DEFAULT_OVERRIDES),
+        help="config overrides of the accuracy runs (the dataset comes from --data)",
+    )
+    parser.add_argument(
+        "--accuracy-dir", type=Path, help="run dirs (default runs/bench-accuracy/<now>)"
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    sections = _csv(args.sections, SECTIONS, "sections", parser)
+    models = _csv(args.models, MODELS, "models", parser)
+    variants = _csv(args.variants, VARIANTS, "variants", parser)
+    pipeline_models = _csv(args.pipeline_models, MODELS, "pipeline-models", parser)
+    accuracy_variants = _csv(args.accuracy_variants, VARIANTS, "accuracy-variants", parser)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    models = args.models.split(",")
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        parser.error(f"--models: unknown {', '.join(unknown)}; valid: {', '.join(MODELS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    data = load_data(args.data)
+    data, dataset_overrides = load_data(args.data, args.train_size)
+    meta = {
+        "device": str(device),
+        "data": data.name,
+        "batch_size": args.batch_size,
+        "windows": args.windows,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_average_before": os.getloadavg(),
+    }
     print(
         f"data: {data.name}, {len(data.train.labels)} train images; device: {device}; "
-        f"batch {args.batch_size}; {args.windows} windows x {args.steps} updates; "
-        f"DataLoader workers: {args.workers}; torch threads: {torch.get_num_threads()}"
+        f"batch {args.batch_size}; {args.windows} windows; torch threads: "
+        f"{torch.get_num_threads()}; load average {_load()} on {os.cpu_count()} cores"
     )
-    results = []
-    print(f"{'model':<14} {'device path':>14} {'DataLoader':>14} {'ratio':>7}   (images/s, median)")
-    for name in models:
-        r = bench_model(name, data, args, device)
-        results.append(r)
-        print(
-            f"{name:<14} {r['device_images_per_s']:>14.0f} "
-            f"{r['dataloader_images_per_s']:>14.0f} {r['ratio']:>6.2f}x"
-        )
+    timing = dict(
+        device=device,
+        batch_size=args.batch_size,
+        windows=args.windows,
+        steps=args.steps,
+        window_seconds=args.window_seconds,
+    )
+    started = time.perf_counter()
+    results: dict[str, list[dict]] = {}
+    if "variants" in sections:
+        rows = []
+        for name in models:
+            rows += bench_variants(name, data, variants, **timing)
+        results["variants"] = rows
+        print_variants(rows)
+    if "trainer" in sections:
+        results["trainer"] = [bench_trainer(m, dataset_overrides, **timing) for m in models]
+        print_trainer(results["trainer"])
+    if "pipeline" in sections:
+        results["pipeline"] = [
+            bench_pipeline(
+                m,
+                data,
+                device=device,
+                batch_size=args.batch_size,
+                windows=args.windows,
+                steps=args.steps or 10,
+                workers=args.workers,
+            )
+            for m in pipeline_models
+        ]
+        print_pipeline(results["pipeline"])
+    if "accuracy" in sections:
+        overrides = [*args.accuracy_overrides.split(), *dataset_overrides]
+        results["accuracy"] = bench_accuracy(overrides, accuracy_variants, args.accuracy_dir)
+        print_accuracy(results["accuracy"])
+    meta["load_average_after"] = os.getloadavg()
+    meta["seconds"] = time.perf_counter() - started
+    print(f"\n{meta['seconds']:.0f} s; load average now {_load()}")
+    out = {"meta": meta, **results}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"device": str(device), "batch_size": args.batch_size, "data": data.name}
-        args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+    return out
 
 
 if __name__ == "__main__":

@@ -24,6 +24,17 @@ from trainrepro.schedules import Schedule
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Speed switches that change how the model runs, not what it computes (up to rounding).
+SPEED_KEYS = ("channels_last", "compile")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX512-BF16 or AMX). Without them bf16
+    is emulated and slower than fp32, so precision=bf16 is refused on such a CPU."""
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
 
 
 @dataclass
@@ -67,9 +78,46 @@ def check_top_level(cfg: DictConfig) -> torch.device:
     device = resolve_device(str(cfg.device))
     if cfg.precision not in PRECISIONS:
         raise ConfigError("precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
-    if cfg.precision != "fp32" and device.type != "cuda":
-        raise ConfigError("precision", cfg.precision, "reduced precision runs only on CUDA")
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision", cfg.precision, "fp16 runs only on CUDA; on CPU use bf16")
+    if cfg.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise ConfigError(
+            "precision", cfg.precision, "this CPU has no bf16 units (AVX512-BF16/AMX); use fp32"
+        )
+    for key in SPEED_KEYS:
+        value = cfg.get(key, False)
+        if not isinstance(value, bool):
+            raise ConfigError(key, value, "must be true or false")
     return device
+
+
+def _to_channels_last(module: torch.nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: 4-D inputs in channels-last (NHWC) memory order, as the weights are."""
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last)
+        if isinstance(a, torch.Tensor) and a.dim() == 4
+        else a
+        for a in args
+    )
+
+
+def apply_speed_options(
+    model: torch.nn.Module, *, channels_last: bool = False, compile: bool = False
+) -> torch.nn.Module:
+    """Apply the config's speed switches to ``model`` in place (and return it).
+
+    ``channels_last``: 4-D weights in NHWC order and a pre-hook converting the inputs, so
+    oneDNN/cuDNN run their NHWC kernels without reordering every activation (the trainer's
+    data stays NCHW). ``compile``: ``nn.Module.compile`` (torch.compile of ``forward``),
+    which keeps the module and its ``state_dict`` keys, so checkpoints are unchanged.
+    Both change only the order of floating-point operations.
+    """
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        model.register_forward_pre_hook(_to_channels_last)
+    if compile:
+        model.compile()
+    return model
 
 
 def epoch_batch_sizes(schedule: Schedule, epochs: int, n_train: int) -> list[int]:
@@ -152,6 +200,11 @@ def build_run(cfg: DictConfig) -> Run:
         norm_layer=norm_layer,
     )
     model = apply_norm_options(model, norm_layer).to(device)  # e.g. weight standardization
+    apply_speed_options(
+        model,
+        channels_last=cfg.get("channels_last", False),
+        compile=cfg.get("compile", False),
+    )
     optimizer = instantiate("optimizer", cfg.optimizer, model)
     schedule = make_schedule(cfg, optimizer)
     check_batch_sizes(schedule, cfg.epochs, len(data.train.labels), norm_layer, cfg.max_micro_batch)
