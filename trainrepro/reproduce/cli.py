@@ -20,6 +20,7 @@ from pathlib import Path
 from trainrepro.errors import ConfigError
 from trainrepro.reproduce.data import RUNS_CSV, results
 from trainrepro.reproduce.paper import Paper, Profile
+from trainrepro.reproduce.preflight import missing_data
 from trainrepro.reproduce.runner import RunSpec, dry_run_lines, run_all
 
 
@@ -80,10 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs={jobs}: must be >= 1", file=sys.stderr)
         return 2
     specs = run_specs(paper, profile, run_root)
+    # Missing data is said once, before any run starts (a dry run says it on stderr).
+    no_data = [] if args.report_only or args.from_csv else missing_data(specs)
+    for message in no_data:
+        print(f"{'warning' if args.dry_run else 'error'}: {args.paper} --profile {args.profile}: "
+              f"{message}{'' if args.dry_run else '; no run started'}", file=sys.stderr)
     if args.dry_run:
         print("\n".join(dry_run_lines(specs)))
         print(f"{len(specs)} runs, {jobs} at a time; then the report in {out}/REPORT.md")
         return 0
+    if no_data:
+        return 2
     run_seconds = None
     if not (args.report_only or args.from_csv):
         start = time.monotonic()

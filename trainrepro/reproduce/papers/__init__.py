@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from trainrepro.reproduce.paper import Paper
-from trainrepro.reproduce.papers import largebatch, nfnet, radam, smith18, svrg
+from trainrepro.reproduce.papers import bn4things, gn, largebatch, nfnet, radam, smith18, svrg
 
 PAPERS: dict[str, Paper] = {
-    p.name: p for p in (smith18.PAPER, radam.PAPER, nfnet.PAPER, largebatch.PAPER, svrg.PAPER)
+    p.name: p
+    for p in (
+        smith18.PAPER, radam.PAPER, nfnet.PAPER, largebatch.PAPER, svrg.PAPER, gn.PAPER,
+        bn4things.PAPER,
+    )  # fmt: skip
 }
