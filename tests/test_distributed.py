@@ -20,6 +20,9 @@ RUN = (*[o for o in TINY if not o.startswith("epochs")], "epochs=2", "model.drop
 
 def run(tmp_path, name: str, nproc: int, *overrides: str) -> tuple[dict, pd.DataFrame]:
     run_dir = tmp_path / name
+    if (run_dir / "summary.json").exists():  # the module's tests share reference runs
+        ckpt = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
+        return ckpt["model"], pd.read_csv(run_dir / "metrics.csv")
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         if nproc > 1
@@ -54,10 +57,20 @@ def test_two_ranks_take_the_same_steps_as_one_process(tmp):
     assert summary["status"] == "completed" and summary["ranks"] == 2
 
 
-def test_per_rank_batch_norm_differs_from_the_global_batch(tmp):
+def max_diff(a: dict, b: dict) -> float:
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_per_rank_batch_norm_differs_and_sync_batch_norm_follows_the_global_batch(tmp):
+    """Per-rank BN normalizes each half on its own, so it leaves one process's trajectory;
+    normalization.sync=true normalizes with the global batch's statistics and stays with it, to
+    rounding: batch norm amplifies float rounding far more than GroupNorm does (one process at
+    1 and at 2 threads ends 0.03 apart on these running variances), so the check is relative."""
     one, _ = run(tmp, "bn1", 1, "normalization=bn")
-    two, _ = run(tmp, "bn2", 2, "normalization=bn")
-    assert not close(one, two)
+    per_rank, _ = run(tmp, "bn2", 2, "normalization=bn")
+    synced, _ = run(tmp, "bn2sync", 2, "normalization=bn", "normalization.sync=true")
+    assert not close(one, per_rank)
+    assert max_diff(one, synced) < max_diff(one, per_rank) / 10
 
 
 def test_global_batch_must_split_evenly(tmp):

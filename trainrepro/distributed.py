@@ -137,22 +137,24 @@ def _device() -> torch.device:
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """Batch norm over the global batch of all ranks, for CPU (gloo) runs.
 
-    Each rank computes per-channel sums of x and x^2 and its count; a differentiable
-    all_reduce makes them global, so the forward and the backward are those of one BatchNorm2d
-    over the concatenated batch (running statistics updated with the unbiased global variance,
-    as BatchNorm2d does). At evaluation, or with one rank, it is plain BatchNorm2d.
+    Each rank sums its slice per channel, then the squared deviations from the global mean;
+    differentiable all_reduces make both global, so forward and backward are those of one
+    BatchNorm2d over the concatenated batch, running statistics included (unbiased global
+    variance, as BatchNorm2d keeps). At evaluation, or with one rank, it is plain BatchNorm2d.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and _world.active):
             return super().forward(x)
-        n_local = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
-        stats = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n_local])
-        stats = differentiable_all_reduce(stats)
         c = x.shape[1]
-        count = stats[-1]
-        mean = stats[:c] / count
-        var = stats[c : 2 * c] / count - mean * mean
+        # Two passes (mean, then squared deviations), as accurate as BatchNorm2d's own; a
+        # one-pass E[x^2] - E[x]^2 in float32 loses digits and drifts from one process.
+        n_local = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
+        first = differentiable_all_reduce(torch.cat([x.sum((0, 2, 3)), n_local]))
+        count = first[-1]
+        mean = first[:c] / count
+        centred = x - mean.view(1, c, 1, 1)
+        var = differentiable_all_reduce((centred * centred).sum((0, 2, 3))) / count
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -160,7 +162,7 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
                 unbiased = var * count / (count - 1)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
-        y = (x - mean.view(1, c, 1, 1)) * torch.rsqrt(var.view(1, c, 1, 1) + self.eps)
+        y = centred * torch.rsqrt(var.view(1, c, 1, 1) + self.eps)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
         return y

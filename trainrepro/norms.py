@@ -105,6 +105,7 @@ class BatchNormFactory:
     eps: float = 1e-5
     affine: bool = True
     weight_standardization: bool = False
+    sync: bool = False  # read by trainrepro.distributed under torchrun
 
     def __call__(self, num_channels: int) -> nn.Module:
         _check_channels(num_channels)
@@ -227,18 +228,24 @@ def batch_norm(
     eps: float = 1e-5,
     affine: bool = True,
     weight_standardization: bool = False,
+    sync: bool = False,
 ) -> NormFactory:
     """Batch Normalization (Ioffe & Szegedy, ICML 2015).
 
     ``momentum`` is PyTorch's: the weight of the new batch in the running statistics.
+    ``sync``: under torchrun, statistics over the global batch of all ranks
+    (trainrepro.distributed); a single process has only its own batch, so it changes nothing.
     """
     _check_momentum(momentum)
     _check_base(eps, affine, weight_standardization)
+    if not isinstance(sync, bool):
+        raise ConfigError("normalization.sync", sync, "must be true or false")
     return BatchNormFactory(
         momentum=float(momentum),
         eps=float(eps),
         affine=affine,
         weight_standardization=weight_standardization,
+        sync=sync,
     )
 
 
