@@ -18,9 +18,11 @@ from trainrepro.config import instantiate
 from trainrepro.data.loader import make_loader
 from trainrepro.data.splits import DataSplits
 from trainrepro.errors import ConfigError
+from trainrepro.metainit import apply_init, check_init
 from trainrepro.norms import NormFactory, apply_norm_options, check_batch
 from trainrepro.optim import get_momentum
 from trainrepro.schedules import Schedule
+from trainrepro.update_rules import PlainRule, UpdateRule, update_rule_for
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -34,7 +36,6 @@ def cpu_has_native_bf16() -> bool:
     return bool(
         torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
-
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Run:
     autocast_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     callbacks: list[Callback] = field(default_factory=list)
+    rule: UpdateRule = field(default_factory=PlainRule)  # how a batch becomes the gradients
 
 
 def resolve_device(name: str) -> torch.device:
@@ -188,6 +190,7 @@ def build_run(cfg: DictConfig) -> Run:
     device = check_top_level(cfg)
     norm_layer = instantiate("normalization", cfg.normalization)
     make_schedule(cfg, instantiate("optimizer", cfg.optimizer, torch.nn.Linear(1, 1)))
+    check_init(cfg)  # +init=metainit: its keys, before the data is read
 
     torch.manual_seed(cfg.seed)
     data: DataSplits = instantiate("dataset", cfg.dataset)
@@ -200,6 +203,7 @@ def build_run(cfg: DictConfig) -> Run:
         norm_layer=norm_layer,
     )
     model = apply_norm_options(model, norm_layer).to(device)  # e.g. weight standardization
+    apply_init(cfg, model, data)  # MetaInit before compile; not on resume (trainrepro.metainit)
     apply_speed_options(
         model,
         channels_last=cfg.get("channels_last", False),
@@ -229,4 +233,5 @@ def build_run(cfg: DictConfig) -> Run:
         autocast_dtype=autocast_dtype,
         scaler=scaler,
         callbacks=callbacks,
+        rule=update_rule_for(optimizer, model),
     )
