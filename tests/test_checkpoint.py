@@ -120,3 +120,22 @@ def test_checkpoint_written_by_a_zip_tool_is_not_trusted(tmp_path):
         z.writestr("archive/data.pkl", pickle.dumps(Payload()))
     with pytest.raises(ConfigError, match="checkpoint="):
         load_checkpoint(path)
+
+
+def test_checkpoint_from_before_added_keys_still_resumes(interrupted_run):
+    """Keys added since (trainrepro.checkpoint.ADDED_KEYS) take the value older runs implied."""
+    import yaml
+
+    path = interrupted_run / CHECKPOINT_NAME
+    ckpt = torch.load(path, weights_only=True)
+    config = yaml.safe_load(ckpt["config_yaml"])
+    del config["normalization"]["weight_standardization"], config["schedule"]["reference_batch"]
+    del config["checkpoint_every"]
+    ckpt["config_yaml"] = yaml.safe_dump(config)
+    torch.save(ckpt, path)
+    assert train(tiny_cfg(*RUN, "resume=true"), interrupted_run)["status"] == "completed"
+    with pytest.raises(ConfigError, match=r"^normalization.weight_standardization=True: differs"):
+        train(
+            tiny_cfg(*RUN, "resume=true", "normalization.weight_standardization=true"),
+            interrupted_run,
+        )

@@ -30,8 +30,22 @@ VERSION = 2  # 1: config as a dict, epoch ends only; 2: config as YAML, mid-epoc
 REQUIRED = ("model", "optimizer", "progress", "rng")
 # Keys that may differ between a run and its resumption without changing its numbers.
 RESUME_FREE_KEYS = ("resume", "progress", "eval_batch_size", "checkpoint_every")
-# Keys added after checkpoints were first written, with the value an older checkpoint implies.
-ADDED_KEYS: dict[str, Any] = {"callbacks": {}, "checkpoint_every": None}
+# Keys added after checkpoints were first written (dotted paths), with the value a checkpoint
+# written before them implies: such a run still resumes, as long as the key keeps that value.
+ADDED_KEYS: dict[str, Any] = {
+    "callbacks": {},
+    "checkpoint_every": None,
+    "channels_last": False,
+    "compile": False,
+    "normalization.weight_standardization": False,
+    "normalization.sync": False,
+    "optimizer.norm_decay_target": 0.0,
+    "optimizer.bias_correction": "shifted",  # adam_2k before the authors' convention
+    "schedule.scale_lr_with_batch": False,
+    "schedule.reference_batch": 256,
+    "dataset.folds": None,
+    "dataset.fold": None,
+}
 
 
 @dataclass
@@ -92,21 +106,39 @@ def check_same_config(
 ) -> None:
     """Raise ConfigError naming the first key (and listing the others) where the resolved
     ``config`` differs from the ``saved`` one of the run it would continue."""
-    saved = {**ADDED_KEYS, **saved}
-    config = yaml.safe_load(config_text(config))  # compared as stored: through YAML
+    saved = _flatten(saved)
+    config = _flatten(yaml.safe_load(config_text(config)))  # compared as stored: through YAML
+    missing = object()
+
+    def old(key: str) -> Any:
+        return saved.get(key, ADDED_KEYS.get(key, missing))
+
     changed = sorted(
         k
         for k in set(saved) | set(config)
-        if k not in RESUME_FREE_KEYS and saved.get(k) != config.get(k)
+        if k.split(".")[0] not in RESUME_FREE_KEYS and old(k) != config.get(k, missing)
     )
     if changed:
         key = changed[0]
+        was = old(key)
         raise ConfigError(
             key,
-            config.get(key),
-            f"differs from {source} ({saved.get(key)}); a resumed run must keep its config"
+            config.get(key, "(absent)"),
+            f"differs from {source} ({'(absent)' if was is missing else was}); a resumed run "
+            "must keep its config"
             + (f" (also changed: {', '.join(changed[1:])})" if len(changed) > 1 else ""),
         )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; an empty mapping stays a leaf."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def save_checkpoint(

@@ -377,11 +377,22 @@ OPTIMIZERS: dict[str, OptimizerBuilder] = {
 }
 
 
+def optimizers() -> dict[str, OptimizerBuilder]:
+    """Every optimizer option, this module's and those that build on it (imported here, as
+    they import this module): SVRG and STORM (variance reduction), LARS and LAMB (large batch)."""
+    from trainrepro.large_batch import lamb, lars
+    from trainrepro.storm import storm
+    from trainrepro.svrg import svrg
+
+    return {**OPTIMIZERS, "svrg": svrg, "storm": storm, "lars": lars, "lamb": lamb}
+
+
 def create_optimizer(name: str, model: nn.Module, **kwargs: Any) -> torch.optim.Optimizer:
     """Build optimizer ``name`` for ``model`` from Python (the CLI goes through the YAML)."""
-    if name not in OPTIMIZERS:
-        raise ConfigError("optimizer", name, f"unknown; valid: {', '.join(sorted(OPTIMIZERS))}")
-    builder = OPTIMIZERS[name]
+    registry = optimizers()
+    if name not in registry:
+        raise ConfigError("optimizer", name, f"unknown; valid: {', '.join(sorted(registry))}")
+    builder = registry[name]
     check_kwargs(builder, "optimizer", kwargs)
     return builder(model, **kwargs)
 

@@ -115,7 +115,7 @@ def svrg(
     lr: float = 0.01,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
-    snapshot_every: int = 1,
+    snapshot_every: int = 3,
     bn_mode: str = "train",
     decay_norm_and_bias: bool = True,
 ) -> SVRG:
