@@ -51,7 +51,7 @@ BAD_INPUTS = {
     "unknown model option": (
         ["model=vgg"],
         "model=vgg",
-        "valid: lenet5, mobilenetv2, resnet, resnet_cifar, wrn",
+        "valid: lenet5, mobilenetv2, nf_resnet, resnet, resnet_cifar, wrn",
     ),
     "unknown optimizer option": (["optimizer=lion"], "optimizer=lion", "valid: adadelta"),
     "unknown schedule in a sweep": (["-m", "schedule=cosine,linear"], "schedule=linear", "valid:"),

@@ -9,15 +9,9 @@ import pytest
 from support import TINY_DATA, TINY_RUN, make_cfg, tiny_cfg
 from torch import nn
 
+from trainrepro.batch_checks import check_batch, check_ghost_batch, uses_batch_statistics
 from trainrepro.errors import ConfigError
-from trainrepro.norms import (
-    batch_norm,
-    check_batch,
-    check_ghost_batch,
-    create_norm,
-    ghost_batch_norm,
-    uses_batch_statistics,
-)
+from trainrepro.norms import batch_norm, create_norm, ghost_batch_norm
 from trainrepro.train import train
 
 SMALL_RUN = ("dataset.num_train=8", "dataset.num_test=8", "epochs=1", "eval_batch_size=8")

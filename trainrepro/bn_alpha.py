@@ -127,8 +127,8 @@ def bn_alpha(
 ) -> dict[str, Any]:
     """Evaluate every alpha on the selection split, pick the best (accuracy, then loss, then
     the smaller alpha), and evaluate the test set at alpha 0 and at the pick."""
+    from trainrepro.batch_checks import uses_batch_statistics
     from trainrepro.build import build_run
-    from trainrepro.norms import uses_batch_statistics
     from trainrepro.train import evaluate
 
     cfg = _load_config(run_dir)

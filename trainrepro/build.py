@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from trainrepro.batch_checks import check_batch
 from trainrepro.callbacks import Callback
 from trainrepro.config import instantiate
 from trainrepro.data.loader import make_loader
 from trainrepro.data.splits import DataSplits
 from trainrepro.errors import ConfigError
 from trainrepro.metainit import apply_init, check_init
-from trainrepro.norms import NormFactory, apply_norm_options, check_batch
+from trainrepro.norms import NormFactory, apply_norm_options
 from trainrepro.optim import get_momentum
 from trainrepro.schedules import Schedule
 from trainrepro.update_rules import PlainRule, UpdateRule, update_rule_for
