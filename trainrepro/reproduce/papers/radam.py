@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from trainrepro.reproduce.data import save
+from trainrepro.reproduce.figures import loss_and_accuracy
 from trainrepro.reproduce.paper import (
     FAIL,
     NOT_CHECKED,
@@ -287,22 +288,8 @@ def plot_robustness(res: Results, prefix: Path) -> object:
 def plot_presets(res: Results, prefix: Path, lr: float = 0.1) -> object:
     """Training loss and test accuracy per epoch of every preset at one lr."""
     sub = res.df[res.df["grid_lr"] == lr]
-    if sub.empty:
-        return None
-    fig = MplFigure(figsize=(10, 3.8), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for i, preset in enumerate(p for p in LABELS if p in set(sub["preset"])):
-        runs = sub[sub["preset"] == preset]
-        for ax, metric in zip(axes, ("train_loss", "test_acc"), strict=True):
-            curve = runs.groupby("epoch")[metric].mean()
-            ax.plot(curve.index, curve.values, color=f"C{i}", label=LABELS[preset])
-    axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log")
-    axes[1].set(xlabel="epoch", ylabel="test accuracy (%)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle(f"Every optimizer at lr {lr:g} (mean over seeds)")
-    return save(fig, prefix, tight=True)
+    title = f"Every optimizer at lr {lr:g} (mean over seeds)"
+    return loss_and_accuracy(sub, LABELS, title, prefix)
 
 
 def plot_histograms(res: Results, prefix: Path) -> object:

@@ -1,0 +1,34 @@
+"""Figures that several papers' reports draw the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure as MplFigure
+
+from trainrepro.reproduce.data import save
+
+
+def loss_and_accuracy(
+    runs: pd.DataFrame, labels: Mapping[str, str], title: str, prefix: Path
+) -> list[Path] | None:
+    """Training loss (log) and test accuracy per epoch, one line per preset of ``labels`` found
+    in ``runs`` (mean over its runs, i.e. over seeds), in the order of ``labels``."""
+    if runs.empty:
+        return None
+    fig = MplFigure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for i, preset in enumerate(p for p in labels if p in set(runs["preset"])):
+        of_preset = runs[runs["preset"] == preset]
+        for ax, metric in zip(axes, ("train_loss", "test_acc"), strict=True):
+            curve = of_preset.groupby("epoch")[metric].mean()
+            ax.plot(curve.index, curve.values, color=f"C{i}", label=labels[preset])
+    axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="test accuracy (%)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    return save(fig, prefix, tight=True)
