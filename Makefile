@@ -53,7 +53,8 @@ lint: install
 # then results/<paper>[-quick]/REPORT.md and results/README.md. PROFILE=full: the paper's scale
 # on one GPU, runs/<paper>/ -> results/<paper>/; PROFILE=quick: conf/profile/<paper>_quick.yaml
 # on 2 CPU cores, runs/<paper>-quick/ -> results/<paper>-quick/. JOBS=n / THREADS=n override
-# the profile's; `trainrepro reproduce <paper> --profile quick --dry-run` lists the runs.
+# the profile's; OVERRIDES="key=value ..." are added to every run (precision=fp32 on a CPU
+# without bf16 units); `trainrepro reproduce <paper> --profile quick --dry-run` lists the runs.
 PROFILE ?= full
 PAPERS := $(notdir $(wildcard conf/experiment/*))
 REPRODUCE := $(addprefix reproduce-,$(PAPERS))
@@ -61,7 +62,7 @@ REPRODUCE := $(addprefix reproduce-,$(PAPERS))
 .PHONY: $(REPRODUCE)
 $(REPRODUCE): reproduce-%: install
 	@case "$(PROFILE)" in full|quick) ;; *) echo "PROFILE=$(PROFILE): use full or quick"; exit 2;; esac
-	$(PY) -m trainrepro reproduce $* --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS) )$(if $(THREADS),--threads $(THREADS))
+	$(PY) -m trainrepro reproduce $* --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS) )$(if $(THREADS),--threads $(THREADS)) $(OVERRIDES)
 
 clean:
 	rm -rf $(VENV) results/demo runs outputs multirun

@@ -170,3 +170,34 @@ def test_committed_runs_csv_reproduces_the_committed_table(name, profile):
     }
     index = (REPO / "results" / "README.md").read_text()
     assert re.search(rf"\[{re.escape(paper.result_name(profile))}/REPORT.md\]", index)
+
+
+def test_overrides_after_the_paper_reach_every_run(tmp_path, capsys):
+    args = ["largebatch", "--profile", "quick", "--dry-run", "--runs-root", str(tmp_path)]
+    assert reproduce([*args, "precision=fp32", "epochs=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    assert lines and all(
+        line.split()[-3:] == ["precision=fp32", "epochs=2", "seed=0"] for line in lines
+    )
+    for bad in ("seed=3", "+experiment=gn/bn", "precision"):
+        assert reproduce([*args, bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: override={bad}: ")
+
+
+def test_a_key_this_machine_cannot_run_stops_before_any_run(tmp_path, monkeypatch, capsys):
+    from trainrepro import build
+
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: False)
+    for split in ("train", "test"):  # the folders the preflight looks for, so data is no issue
+        (tmp_path / "data" / "cifar10" / split).mkdir(parents=True)
+    monkeypatch.setenv("TRAINREPRO_DATA", str(tmp_path / "data"))
+    root = tmp_path / "runs"
+    args = ["largebatch", "--profile", "quick", "--runs-root", str(root)]
+    assert reproduce(args) == 2  # the quick profile asks for bf16
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "precision=bf16: this CPU has no bf16 units" in err[0]
+    assert err[0].endswith("; no run started") and not root.exists()
+    capsys.readouterr()
+    assert reproduce([*args, "precision=fp32", "--dry-run"]) == 0
+    assert "precision" not in capsys.readouterr().err

@@ -4,6 +4,11 @@ write its report (results/<paper>[-quick]/REPORT.md) and the results index.
     trainrepro reproduce smith18 --profile quick --dry-run     # what would run, and its state
     trainrepro reproduce radam --profile quick                  # run (or resume), then report
     trainrepro reproduce radam --profile quick --report-only    # report from what is there
+    trainrepro reproduce largebatch --profile quick precision=fp32   # + overrides for every run
+
+Overrides after the paper are added to every run (after the profile's and the run's own), for
+a machine that needs them (no bf16 units, say); they are recorded in each run's config and in
+the report's command, and a resumed run with different ones is refused by its config check.
 
 The report reads the run directories (runs/<paper>[-quick]/) when they are there, else the
 committed results/<paper>[-quick]/runs.csv; ``--from-csv`` forces a CSV.
@@ -15,17 +20,20 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from trainrepro.errors import ConfigError
 from trainrepro.reproduce.data import RUNS_CSV, results
 from trainrepro.reproduce.paper import Paper, Profile
-from trainrepro.reproduce.preflight import missing_data
+from trainrepro.reproduce.preflight import preflight_errors
 from trainrepro.reproduce.runner import RunSpec, dry_run_lines, run_all
 
 
-def run_specs(paper: Paper, profile: Profile, run_root: Path) -> list[RunSpec]:
-    """The runner's ``(run dir, overrides)`` for every run of the profile."""
+def run_specs(
+    paper: Paper, profile: Profile, run_root: Path, extra: Sequence[str] = ()
+) -> list[RunSpec]:
+    """The runner's ``(run dir, overrides)`` for every run of the profile, plus ``extra``."""
     return [
         (
             run_root / run.path,
@@ -33,6 +41,7 @@ def run_specs(paper: Paper, profile: Profile, run_root: Path) -> list[RunSpec]:
                 f"+experiment={paper.name}/{run.preset}",
                 *profile.config,
                 *run.overrides,
+                *extra,
                 f"seed={run.seed}",
             ],
         )  # fmt: skip
@@ -61,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from-csv", type=Path, help="build the report from this runs.csv")
     p.add_argument("--runs-root", type=Path, help="default: runs/<paper>[-quick]")
     p.add_argument("--out", type=Path, help="default: results/<paper>[-quick]")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides added to every run"
+    )
     return p
 
 
@@ -69,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     from trainrepro.reproduce.papers import PAPERS
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
+    bad = [o for o in args.overrides if "=" not in o or o.startswith(("seed=", "+experiment="))]
+    if bad:
+        print(f"error: override={bad[0]}: give KEY=VALUE for a key other than seed and "
+              "+experiment (each run sets its own)", file=sys.stderr)
+        return 2
     paper = PAPERS[args.paper]
     profile = paper.profiles[args.profile]
     name = paper.result_name(args.profile)
@@ -80,17 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     if jobs < 1:
         print(f"error: --jobs={jobs}: must be >= 1", file=sys.stderr)
         return 2
-    specs = run_specs(paper, profile, run_root)
-    # Missing data is said once, before any run starts (a dry run says it on stderr).
-    no_data = [] if args.report_only or args.from_csv else missing_data(specs)
-    for message in no_data:
+    specs = run_specs(paper, profile, run_root, args.overrides)
+    # Missing data or an unusable key is said once, before any run starts (a dry run says it
+    # on stderr).
+    problems = [] if args.report_only or args.from_csv else preflight_errors(specs)
+    for message in problems:
         print(f"{'warning' if args.dry_run else 'error'}: {args.paper} --profile {args.profile}: "
               f"{message}{'' if args.dry_run else '; no run started'}", file=sys.stderr)
     if args.dry_run:
         print("\n".join(dry_run_lines(specs)))
         print(f"{len(specs)} runs, {jobs} at a time; then the report in {out}/REPORT.md")
         return 0
-    if no_data:
+    if problems:
         return 2
     run_seconds = None
     if not (args.report_only or args.from_csv):

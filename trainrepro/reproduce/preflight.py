@@ -1,8 +1,10 @@
-"""Before any run starts: is each preset's dataset where its config says? One line per missing
-dataset, in the dataset builder's own words, instead of every run failing in its .log.
+"""Before any run starts: can each preset run here? One line per problem, in the builders' own
+words, instead of every run failing in its .log: a dataset that is not where its config says,
+and a run-level key this machine cannot honour (device=cuda without CUDA, precision=bf16 on a
+CPU without bf16 units).
 
-Only the cheap case is checked (CIFAR-10/100: the folders the builder looks for, no loading);
-other datasets are left to the runs.
+Only the cheap dataset case is checked (CIFAR-10/100: the folders the builder looks for, no
+loading); other datasets are left to the runs.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def dataset_error(dataset: DictConfig) -> str | None:
     return None
 
 
-def missing_data(specs: Sequence[RunSpec]) -> list[str]:
-    """One message per distinct missing dataset, composing the first run of each preset."""
+def preflight_errors(specs: Sequence[RunSpec]) -> list[str]:
+    """One message per distinct problem, composing the first run of each preset."""
+    from trainrepro.build import check_top_level
     from trainrepro.cli import _compose
 
     seen: set[str] = set()
@@ -54,7 +57,11 @@ def missing_data(specs: Sequence[RunSpec]) -> list[str]:
             cfg = _compose(list(overrides))
         except ConfigError:
             continue  # a config error is the run's to report
-        error = dataset_error(cfg.dataset)
+        try:
+            check_top_level(cfg)
+            error = dataset_error(cfg.dataset)
+        except ConfigError as e:
+            error = str(e)
         if error and error not in messages:
             messages.append(error)
     return messages
