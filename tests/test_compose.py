@@ -26,6 +26,7 @@ from trainrepro.train import train
 
 GROUPS = ("model", "normalization", "optimizer", "schedule", "dataset")
 
+
 def dataset_overrides(option: str, tmp_path) -> tuple[str, ...]:
     small = ("dataset.train_size=512",)
     if option == "synthetic":

@@ -313,8 +313,7 @@ def adam_2k(
 ) -> torch.optim.Optimizer:
     """Adam-2k (Liu et al. 2020, Sec. 3.1): v alone for ``k`` updates, then Adam; m's bias
     correction ``authors`` (1 - beta1^t) or ``shifted`` (1 - beta1^(t - k)), see Adam2k."""
-    from trainrepro.errors import ConfigError
-    from trainrepro.optim import check_bool, check_int
+    from trainrepro.errors import ConfigError, check_bool, check_int
 
     groups, b = _adam_groups(model, lr, betas, eps, weight_decay, decay_norm_and_bias)
     k = check_int("optimizer.k", k, 0)

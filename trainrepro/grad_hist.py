@@ -25,8 +25,7 @@ import torch
 
 from trainrepro.callbacks import Callback
 from trainrepro.distributed import is_main
-from trainrepro.errors import ConfigError
-from trainrepro.optim import check_int, check_number
+from trainrepro.errors import ConfigError, check_int, check_number
 from trainrepro.records import atomic_torch_save
 
 if TYPE_CHECKING:

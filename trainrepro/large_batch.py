@@ -32,14 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainrepro.errors import ConfigError
+from trainrepro.errors import check_bool, check_number
 from trainrepro.optim import (
     ADAM_BETAS,
     Betas,
     _check_betas,
     _check_common,
-    check_bool,
-    check_number,
+    check_momentum,
     param_groups,
 )
 
@@ -231,10 +230,7 @@ def lars(
 ) -> torch.optim.Optimizer:
     """LARS (You, Gitman & Ginsburg 2017): SGD with a per-tensor trust ratio."""
     _check_common(lr, weight_decay)
-    check_number("optimizer.momentum", momentum, 0.0, 1.0, high_open=True)
-    check_number("optimizer.dampening", dampening, 0.0, 1.0, high_open=True)
-    if check_bool("optimizer.nesterov", nesterov) and (momentum <= 0 or dampening != 0):
-        raise ConfigError("optimizer.nesterov", nesterov, "needs momentum > 0 and dampening = 0")
+    check_momentum(momentum, dampening, nesterov)
     check_number("optimizer.trust_coefficient", trust_coefficient, 0.0, low_open=True)
     check_number("optimizer.eps", eps, 0.0)
     check_bool("optimizer.trust_clip", trust_clip)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from trainrepro.errors import ConfigError
-from trainrepro.optim import check_int, check_number
+from trainrepro.errors import ConfigError, check_int, check_number
 
 SCALE_RULES = ("lr", "momentum")
 

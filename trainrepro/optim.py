@@ -13,7 +13,6 @@ Regularization": ``p -= lr * wd * p``); ``adam``, ``adam_eps``, ``adam_2k``, ``r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,55 +21,14 @@ from torch import nn
 
 from trainrepro.adaptive import RHO_THRESHOLD, RAdam, adam_2k, adam_eps, rho_inf
 from trainrepro.config import check_kwargs
-from trainrepro.errors import ConfigError
+from trainrepro.errors import ConfigError, check_bool, check_number
 from trainrepro.norm_decay import attach_decay_target, split_norm_scales
 
 Betas = Sequence[float]
 ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
 
 
-# ---------------------------------------------------------------- value checks (shared)
-def check_number(
-    key: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """``value`` as a finite float within the given bounds, else ConfigError naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(key, value, "must be a finite number")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        if high is None:
-            reason = f"must be {'>' if low_open else '>='} {low:g}"
-        elif low is None:
-            reason = f"must be {'<' if high_open else '<='} {high:g}"
-        else:
-            left, right = "(" if low_open else "[", ")" if high_open else "]"
-            reason = f"must be in {left}{low:g}, {high:g}{right}"
-        raise ConfigError(key, value, reason)
-    return float(value)
-
-
-def check_int(key: str, value: Any, low: int | None = None) -> int:
-    """``value`` as an int >= ``low``, else ConfigError naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, value, "must be an integer")
-    if low is not None and value < low:
-        raise ConfigError(key, value, f"must be >= {low}")
-    return value
-
-
-def check_bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(key, value, "must be true or false")
-    return value
-
-
+# ---------------------------------------------------------------- value checks
 def _check_common(lr: float, weight_decay: float, eps: float | None = None) -> None:
     check_number("optimizer.lr", lr, 0.0, low_open=True)
     check_number("optimizer.weight_decay", weight_decay, 0.0)
@@ -85,6 +43,19 @@ def _check_betas(betas: Betas) -> tuple[float, float]:
         if isinstance(b, bool) or not isinstance(b, int | float) or not 0.0 <= b < 1.0:
             raise ConfigError("optimizer.betas", list(betas), "each beta must be in [0, 1)")
     return float(betas[0]), float(betas[1])
+
+
+def check_momentum(momentum: float, dampening: float, nesterov: bool) -> None:
+    """SGD's momentum keys (shared by ``sgd`` and ``lars``)."""
+    check_number("optimizer.momentum", momentum, 0.0, 1.0, high_open=True)
+    check_number("optimizer.dampening", dampening, 0.0, 1.0, high_open=True)
+    if check_bool("optimizer.nesterov", nesterov) and (momentum <= 0 or dampening != 0):
+        raise ConfigError(
+            "optimizer.nesterov",
+            nesterov,
+            f"needs momentum > 0 and dampening = 0 (got momentum={momentum}, "
+            f"dampening={dampening})",
+        )
 
 
 # ---------------------------------------------------------------- parameter groups
@@ -141,15 +112,7 @@ def sgd(
     """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013); L2 weight decay
     (towards ``norm_decay_target`` for norm scales)."""
     _check_common(lr, weight_decay)
-    check_number("optimizer.momentum", momentum, 0.0, 1.0, high_open=True)
-    check_number("optimizer.dampening", dampening, 0.0, 1.0, high_open=True)
-    if check_bool("optimizer.nesterov", nesterov) and (momentum <= 0 or dampening != 0):
-        raise ConfigError(
-            "optimizer.nesterov",
-            nesterov,
-            f"needs momentum > 0 and dampening = 0 (got momentum={momentum}, "
-            f"dampening={dampening})",
-        )
+    check_momentum(momentum, dampening, nesterov)
     groups = param_groups(model, weight_decay, decay_norm_and_bias, norm_decay_target)
     opt = torch.optim.SGD(
         groups,

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from trainrepro.errors import ConfigError
-from trainrepro.optim import check_number, param_groups
+from trainrepro.errors import ConfigError, check_number
+from trainrepro.optim import param_groups
 from trainrepro.update_rules import UpdateRule, backward, trainable
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainrepro.errors import ConfigError
-from trainrepro.optim import _check_common, check_int, check_number, param_groups
+from trainrepro.errors import ConfigError, check_int, check_number
+from trainrepro.optim import _check_common, param_groups
 from trainrepro.update_rules import UpdateRule, autocast, backward, trainable
 
 if TYPE_CHECKING:

@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     bad = [o for o in args.overrides if "=" not in o or o.startswith(("seed=", "+experiment="))]
     if bad:
-        print(f"error: override={bad[0]}: give KEY=VALUE for a key other than seed and "
-              "+experiment (each run sets its own)", file=sys.stderr)
+        print(
+            f"error: override={bad[0]}: give KEY=VALUE for a key other than seed and "
+            "+experiment (each run sets its own)",
+            file=sys.stderr,
+        )
         return 2
     paper = PAPERS[args.paper]
     profile = paper.profiles[args.profile]
@@ -102,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     # on stderr).
     problems = [] if args.report_only or args.from_csv else preflight_errors(specs)
     for message in problems:
-        print(f"{'warning' if args.dry_run else 'error'}: {args.paper} --profile {args.profile}: "
-              f"{message}{'' if args.dry_run else '; no run started'}", file=sys.stderr)
+        print(
+            f"{'warning' if args.dry_run else 'error'}: {args.paper} --profile {args.profile}: "
+            f"{message}{'' if args.dry_run else '; no run started'}",
+            file=sys.stderr,
+        )
     if args.dry_run:
         print("\n".join(dry_run_lines(specs)))
         print(f"{len(specs)} runs, {jobs} at a time; then the report in {out}/REPORT.md")

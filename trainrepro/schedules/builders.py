@@ -12,9 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from trainrepro.config import check_kwargs
-from trainrepro.errors import ConfigError
+from trainrepro.errors import ConfigError, check_bool, check_int, check_number
 from trainrepro.noise import scaled_batch_size
-from trainrepro.optim import check_bool, check_int, check_number
 from trainrepro.schedules.curves import (
     CYCLIC_MODES,
     SGDR,

@@ -8,7 +8,12 @@ from trainrepro.reproduce.papers import bn4things, gn, largebatch, nfnet, radam,
 PAPERS: dict[str, Paper] = {
     p.name: p
     for p in (
-        smith18.PAPER, radam.PAPER, nfnet.PAPER, largebatch.PAPER, svrg.PAPER, gn.PAPER,
+        smith18.PAPER,
+        radam.PAPER,
+        nfnet.PAPER,
+        largebatch.PAPER,
+        svrg.PAPER,
+        gn.PAPER,
         bn4things.PAPER,
     )  # fmt: skip
 }
