@@ -12,6 +12,7 @@ construct arbitrary objects, so a checkpoint from anywhere cannot execute code o
 
 from __future__ import annotations
 
+import json
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
@@ -253,8 +254,6 @@ FINISHED = ("completed", "diverged")
 def run_state(run_dir: Path) -> str:
     """What a restartable sweep does with ``run_dir``: ``done`` (summary.json says completed
     or diverged: keep it), ``resume`` (a checkpoint is there) or ``fresh`` (start over)."""
-    import json
-
     summary = Path(run_dir) / "summary.json"
     if summary.is_file():
         try:
