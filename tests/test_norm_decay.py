@@ -108,3 +108,16 @@ def test_errors_name_the_key() -> None:
         create_optimizer("radam", _model(), norm_decay_target=1)
     with pytest.raises(ConfigError, match=r"^optimizer\.norm_decay_target=x: must be a finite"):
         create_optimizer("adamw", _model(), norm_decay_target="x")
+
+
+@pytest.mark.parametrize("normalization", ["bn", "gn"])
+def test_a_run_builds_and_trains_with_a_target(tmp_path, normalization: str) -> None:
+    """Through the trainer (build_run validates the optimizer on a stand-in model first: it once
+    had no norm layer, so every run with a non-zero target was refused)."""
+    from support import tiny_cfg
+
+    from trainrepro.train import train
+
+    cfg = tiny_cfg(f"normalization={normalization}", "optimizer.decay_norm_and_bias=true",
+                   "optimizer.norm_decay_target=1", "epochs=1")  # fmt: skip
+    assert train(cfg, tmp_path)["status"] == "completed"

@@ -190,7 +190,10 @@ def build_run(cfg: DictConfig) -> Run:
     """
     device = check_top_level(cfg)
     norm_layer = instantiate("normalization", cfg.normalization)
-    make_schedule(cfg, instantiate("optimizer", cfg.optimizer, torch.nn.Linear(1, 1)))
+    # The stand-in has a norm layer so that keys about norm parameters (norm_decay_target)
+    # validate here too; whether the real model has one is checked on the real model below.
+    stand_in = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.BatchNorm1d(1))
+    make_schedule(cfg, instantiate("optimizer", cfg.optimizer, stand_in))
     check_init(cfg)  # +init=metainit: its keys, before the data is read
 
     torch.manual_seed(cfg.seed)
