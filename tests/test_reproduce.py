@@ -201,3 +201,13 @@ def test_a_key_this_machine_cannot_run_stops_before_any_run(tmp_path, monkeypatc
     capsys.readouterr()
     assert reproduce([*args, "precision=fp32", "--dry-run"]) == 0
     assert "precision" not in capsys.readouterr().err
+
+
+def test_a_bad_key_in_any_run_stops_them_all_before_the_first(tmp_path, capsys):
+    """The preflight gives every run the trainer's data-free checks, not just the first."""
+    root = tmp_path / "runs"
+    assert reproduce(["gn", "--profile", "quick", "--runs-root", str(root), "optimizer.lr=-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    n = len(PAPERS["gn"].profiles["quick"].runs)
+    assert len(err) == 1 and "optimizer.lr=-1: must be > 0" in err[0], err
+    assert f"(and {n - 1} more runs); no run started" in err[0] and not root.exists()

@@ -181,13 +181,10 @@ def make_callbacks(cfg: DictConfig, model: torch.nn.Module) -> list[Callback]:
     return callbacks
 
 
-def build_run(cfg: DictConfig) -> Run:
-    """Build data, model, optimizer and schedule, cheap checks first.
-
-    The optimizer and schedule are first built on a stand-in model, so a bad learning rate
-    or milestone is reported before the dataset (the slow part, and the likeliest to be
-    missing) is read.
-    """
+def check_config(cfg: DictConfig) -> tuple[torch.device, Any]:
+    """Every check that needs no data, in one place: the run's own keys, the normalization,
+    the optimizer and schedule (built on a stand-in model), the init. Returns the device and
+    the norm layer factory. `trainrepro reproduce` runs it on every run before starting any."""
     device = check_top_level(cfg)
     norm_layer = instantiate("normalization", cfg.normalization)
     # The stand-in has a norm layer so that keys about norm parameters (norm_decay_target)
@@ -195,6 +192,17 @@ def build_run(cfg: DictConfig) -> Run:
     stand_in = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.BatchNorm1d(1))
     make_schedule(cfg, instantiate("optimizer", cfg.optimizer, stand_in))
     check_init(cfg)  # +init=metainit: its keys, before the data is read
+    return device, norm_layer
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Build data, model, optimizer and schedule, cheap checks first.
+
+    The optimizer and schedule are first built on a stand-in model (check_config), so a bad
+    learning rate or milestone is reported before the dataset (the slow part, and the
+    likeliest to be missing) is read.
+    """
+    device, norm_layer = check_config(cfg)
 
     torch.manual_seed(cfg.seed)
     data: DataSplits = instantiate("dataset", cfg.dataset)

@@ -1,7 +1,7 @@
 """Before any run starts: can each preset run here? One line per problem, in the builders' own
 words, instead of every run failing in its .log: a dataset that is not where its config says,
-and a run-level key this machine cannot honour (device=cuda without CUDA, precision=bf16 on a
-CPU without bf16 units).
+a run-level key this machine cannot honour (device=cuda without CUDA, precision=bf16 on a
+CPU without bf16 units), and any key that fails the trainer's checks before data is read.
 
 Only the cheap dataset case is checked (CIFAR-10/100: the folders the builder looks for, no
 loading); other datasets are left to the runs.
@@ -42,26 +42,30 @@ def dataset_error(dataset: DictConfig) -> str | None:
 
 
 def preflight_errors(specs: Sequence[RunSpec]) -> list[str]:
-    """One message per distinct problem, composing the first run of each preset."""
-    from trainrepro.build import check_top_level
+    """One message per distinct problem. Every run's config is composed and given the checks
+    that need no data (trainrepro.build.check_config: a bad key of any one run stops them all
+    before the first starts); each preset's dataset is looked for once."""
+    from trainrepro.build import check_config
     from trainrepro.cli import _compose
 
     seen: set[str] = set()
-    messages: list[str] = []
-    for _, overrides in specs:
-        preset = overrides[0]  # +experiment=<paper>/<preset>
-        if preset in seen:
-            continue
-        seen.add(preset)
+    runs_of: dict[str, list[str]] = {}  # problem -> the run dirs that have it
+    for run_dir, overrides in specs:
         try:
             cfg = _compose(list(overrides))
-        except ConfigError:
-            continue  # a config error is the run's to report
-        try:
-            check_top_level(cfg)
-            error = dataset_error(cfg.dataset)
+            check_config(cfg)
         except ConfigError as e:
-            error = str(e)
-        if error and error not in messages:
-            messages.append(error)
-    return messages
+            runs_of.setdefault(str(e), []).append(str(run_dir))
+            continue
+        preset = overrides[0]  # +experiment=<paper>/<preset>
+        if preset not in seen:
+            seen.add(preset)
+            error = dataset_error(cfg.dataset)
+            if error:
+                runs_of.setdefault(error, [])
+    return [
+        f"{runs[0]}: {error}" + (f" (and {len(runs) - 1} more runs)" if len(runs) > 1 else "")
+        if runs
+        else error
+        for error, runs in runs_of.items()
+    ]
