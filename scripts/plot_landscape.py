@@ -6,7 +6,15 @@ Minima", Fig. 3, after Goodfellow et al. 2015), training loss and test accuracy.
 loss along one random filter-normalized direction per run (Li et al. 2018, "Visualizing the
 Loss Landscape of Neural Nets", Sec. 4): d ~ N(0, I) rescaled so each filter d_i has the norm
 of the filter w_i it perturbs; tensors with ndim <= 1 (biases, norm parameters) get d = 0, as
-in Li et al. Losses are over the first ``--samples`` training images, the model in eval mode.
+in Li et al.
+
+Losses and accuracies are over ``--samples`` images of each split, drawn once in the run's
+fixed-seed shuffled order without augmentation (a class-balanced sample in expectation: the image
+folders are stored class by class), the model in eval mode. Along the interpolation the batch
+norm statistics are recomputed at every point from those training images (train mode,
+cumulative average), ends included: interpolating the running variances themselves goes
+negative past the ends (NaN losses), and averaged statistics do not belong to the averaged
+weights anyway. A point whose loss is not finite is recorded as NaN, accuracy included.
 
     python scripts/plot_landscape.py runs/largebatch-quick/sgd/b32/seed0 \
         runs/largebatch-quick/sgd/b2048/seed0 --out results/landscape
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,7 @@ from omegaconf import OmegaConf
 
 from trainrepro.build import build_run
 from trainrepro.checkpoint import load_checkpoint, restore_model
+from trainrepro.data.loader import make_loader
 from trainrepro.errors import ConfigError
 
 State = dict[str, torch.Tensor]
@@ -43,20 +53,53 @@ def load_run(run_dir: Path) -> tuple[Any, State]:
     return run, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
 
 
+Batch = tuple[torch.Tensor, torch.Tensor]
+CHUNK = 256  # images per forward pass
+
+
+def probe(run: Any, split: Any, samples: int) -> Batch:
+    """``samples`` unaugmented images of ``split``, the first of a seeded (0) shuffle."""
+    loader = make_loader(split, mean=run.data.mean, std=run.data.std, device="cpu",
+                         augment=None, seed=0)  # fmt: skip
+    x, y = next(iter(loader.batches(0, min(samples, len(split.labels)), drop_last=False)))
+    return x, y
+
+
 @torch.no_grad()
-def loss_and_acc(run: Any, loader: Any, samples: int, batch: int = 500) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) over the first ``samples`` examples of ``loader``."""
-    run.model.eval()
-    loss, correct, seen = 0.0, 0, 0
-    for x, y in loader.batches(0, batch, shuffle=False, drop_last=False):
-        x, y = x[: samples - seen], y[: samples - seen]
-        logits = run.model(x)
+def loss_and_acc(model: torch.nn.Module, data: Batch) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) over ``data``; both NaN if the loss is not finite."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for x, y in zip(*(t.split(CHUNK) for t in data), strict=True):
+        logits = model(x)
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += int((logits.argmax(1) == y).sum())
-        seen += len(y)
-        if seen >= samples:
-            break
-    return loss / seen, 100.0 * correct / seen
+    if not np.isfinite(loss):
+        return float("nan"), float("nan")
+    return loss / len(data[1]), 100.0 * correct / len(data[1])
+
+
+@torch.no_grad()
+def recompute_batch_norm(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Every batch norm's running statistics from ``x`` (train mode, momentum None: the
+    cumulative average over passes of a size every ghost batch size divides)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    ghost = math.lcm(*(getattr(m, "ghost_batch_size", None) or 1 for m in norms))
+    if len(x) < ghost:
+        raise ConfigError("--samples", len(x), f"must be at least the ghost batch size {ghost}")
+    size = ghost * max(1, min(CHUNK, len(x)) // ghost)
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for start in range(0, len(x) - size + 1, size):
+        model(x[start : start + size])
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
 
 
 def _set(run: Any, state: State) -> None:
@@ -64,18 +107,19 @@ def _set(run: Any, state: State) -> None:
 
 
 def interpolation(
-    run: Any, a: State, b: State, alphas: np.ndarray, samples: int
+    run: Any, a: State, b: State, alphas: np.ndarray, train: Batch, test: Batch
 ) -> dict[str, list[float]]:
-    """Train loss and test accuracy at (1 - alpha) a + alpha b; float buffers (BN running
-    statistics) are interpolated with the weights, integer counters taken from ``a``."""
+    """Train loss and test accuracy at (1 - alpha) a + alpha b, batch norm statistics
+    recomputed from ``train`` at each point (integer counters taken from ``a``)."""
     out: dict[str, list[float]] = {"alpha": alphas.tolist(), "train_loss": [], "test_acc": []}
     for alpha in alphas:
         mixed = {
             k: (1 - alpha) * v + alpha * b[k] if v.is_floating_point() else v for k, v in a.items()
         }
         _set(run, mixed)
-        out["train_loss"].append(loss_and_acc(run, run.train_loader, samples)[0])
-        out["test_acc"].append(loss_and_acc(run, run.test_loader, samples)[1])
+        recompute_batch_norm(run.model, train[0])
+        out["train_loss"].append(loss_and_acc(run.model, train)[0])
+        out["test_acc"].append(loss_and_acc(run.model, test)[1])
     return out
 
 
@@ -96,7 +140,7 @@ def filter_normalized_direction(model: torch.nn.Module, seed: int) -> State:
 
 
 def random_direction(
-    run: Any, state: State, alphas: np.ndarray, samples: int, seed: int
+    run: Any, state: State, alphas: np.ndarray, train: Batch, seed: int
 ) -> dict[str, list[float]]:
     """Train loss at theta + alpha d, d filter-normalized."""
     _set(run, state)
@@ -107,7 +151,7 @@ def random_direction(
         for name, v in d.items():
             moved[name] = state[name] + alpha * v
         _set(run, moved)
-        losses.append(loss_and_acc(run, run.train_loader, samples)[0])
+        losses.append(loss_and_acc(run.model, train)[0])
     return {"alpha": alphas.tolist(), "train_loss": losses}
 
 
@@ -126,11 +170,12 @@ def landscape(
     run_other, b = load_run(run_b)
     if set(a) != set(b) or any(a[k].shape != b[k].shape for k in a):
         raise ConfigError("runs", f"{run_a} {run_b}", "hold different models; cannot interpolate")
-    inter = interpolation(run, a, b, np.linspace(-0.5, 1.5, points), samples)
+    train, test = probe(run, run.data.train, samples), probe(run, run.data.test, samples)
+    inter = interpolation(run, a, b, np.linspace(-0.5, 1.5, points), train, test)
     radial = np.linspace(-1.0, 1.0, points)
     curves = {
-        str(run_a): random_direction(run, a, radial, samples, seed),
-        str(run_b): random_direction(run_other, b, radial, samples, seed),
+        str(run_a): random_direction(run, a, radial, train, seed),
+        str(run_b): random_direction(run_other, b, radial, train, seed),
     }
     return {
         "runs": [str(run_a), str(run_b)],

@@ -29,14 +29,36 @@ def runs(tmp_path_factory):
     return dirs, root / "wide"
 
 
-def test_interpolation_ends_are_the_runs(runs):
+def test_interpolation_ends_are_the_runs_with_recomputed_statistics(runs):
     (a_dir, b_dir), _ = runs
     run, a = landscape.load_run(a_dir)
     _, b = landscape.load_run(b_dir)
-    curve = landscape.interpolation(run, a, b, np.array([0.0, 1.0]), samples=100)
-    for state, loss in ((a, curve["train_loss"][0]), (b, curve["train_loss"][1])):
+    train, test = (landscape.probe(run, split, 100) for split in (run.data.train, run.data.test))
+    assert len(train[1]) == len(test[1]) == 100 and len(set(train[1].tolist())) > 2
+    curve = landscape.interpolation(run, a, b, np.array([-0.5, 0.0, 1.0, 1.5]), train, test)
+    for state, loss in ((a, curve["train_loss"][1]), (b, curve["train_loss"][2])):
         run.model.load_state_dict(state)
-        assert landscape.loss_and_acc(run, run.train_loader, 100)[0] == pytest.approx(loss)
+        landscape.recompute_batch_norm(run.model, train[0])
+        assert landscape.loss_and_acc(run.model, train)[0] == pytest.approx(loss)
+    # Interpolated running variances go negative past the ends; recomputed ones cannot.
+    assert all(np.isfinite(curve["train_loss"])) and all(np.isfinite(curve["test_acc"]))
+
+
+def test_recomputed_statistics_are_the_data_s(runs):
+    """One pass in train mode with momentum None leaves the batch's own mean in the first BN."""
+    (a_dir, _), _ = runs
+    run, _ = landscape.load_run(a_dir)
+    x = landscape.probe(run, run.data.train, 64)[0]
+    landscape.recompute_batch_norm(run.model, x)
+    first = next(m for m in run.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = first.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    run.model.eval()
+    with torch.no_grad():
+        run.model(x)
+    hook.remove()
+    torch.testing.assert_close(first.running_mean, seen[0].mean(dim=(0, 2, 3)))
+    assert first.momentum == 0.1 and not run.model.training
 
 
 def test_direction_is_filter_normalized(runs):
