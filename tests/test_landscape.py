@@ -1,5 +1,6 @@
-"""scripts/plot_landscape.py on two tiny runs: interpolation end points are the runs' own
-losses, directions are filter-normalized, the CLI writes the figure and its numbers."""
+"""scripts/plot_landscape.py on two tiny runs: interpolation end points are the runs' weights
+with batch-norm statistics recomputed from the probe images, and stay finite past the ends;
+directions are filter-normalized; the CLI writes the figure and its numbers."""
 
 from __future__ import annotations
 
