@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from support import CONF_DIR, REPO, make_cfg
 
-from trainrepro.build import epoch_batch_sizes, make_schedule
+from trainrepro.build import cpu_has_native_bf16, epoch_batch_sizes, make_schedule
 from trainrepro.config import instantiate
 from trainrepro.noise import noise_scale
 from trainrepro.records import write_metrics
@@ -209,6 +209,7 @@ def test_report_on_a_tiny_real_run(tmp_path):
         "batch_size=4",
         "normalization.ghost_batch_size=4",
         "progress=false",
+        *(() if cpu_has_native_bf16() else ("precision=fp32",)),  # the profile asks for bf16
     )
     root = tmp_path / "runs"
     threads = torch.get_num_threads()
