@@ -66,14 +66,15 @@ PROFILES = {
     "full": Profile(
         "full", _runs(tuple(sorted(PRESETS)), (0, 1, 2)), note="GPU, 15 presets × 3 seeds"
     ),
-    # Longest first; two single-threaded runs at a time use both cores best. 30-36 min.
+    # Longest first; two single-threaded runs at a time use both cores best. 21 min in bf16.
     "quick": Profile(
         "quick",
         _runs(MAIN, (0, 1)) + _runs(tuple(p for p, _ in FIG5[1:]), (0,)),
         config=("profile=smith18_quick",),
         jobs=2,
         threads=1,
-        note="2 CPU cores, 30-36 min: the momentum schedules × 2 seeds and the Figure 5 runs",
+        note="2 CPU cores, bf16, 21 min (measured): the momentum schedules × 2 seeds and the "
+        "Figure 5 runs",
     ),
 }
 
