@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     data, dataset_overrides = load_data(args.data, args.train_size)
     meta = {
+        "argv": list(sys.argv[1:] if argv is None else argv),
         "device": str(device),
         "data": data.name,
         "batch_size": args.batch_size,
