@@ -68,6 +68,40 @@ def test_prepare_runs_bn_alpha_once_and_keeps_the_rows(tmp_path, monkeypatch):
     assert "+0.50" in judged["ew_test"].detail
 
 
+def test_bn_alpha_rows_of_a_redone_run_are_recomputed(tmp_path, monkeypatch):
+    """Rows are tied to their checkpoint's SHA-256: re-running a run directory (a new
+    checkpoint) recomputes its rows; the others are kept; rows from a file written before the
+    digest column existed are recomputed where the checkpoint is present."""
+    calls = []
+    monkeypatch.setattr(trainrepro.bn_alpha, "bn_alpha",
+                        lambda d, a, **k: calls.append(d) or fake_report(d, a))  # fmt: skip
+    runs = [f"baseline/b128/seed{s}" for s in range(2)]
+    for run in runs:
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "checkpoint.pt").write_bytes(run.encode())
+    df = pd.DataFrame({"run_dir": runs, "preset": "baseline", "status": "completed",
+                       "epoch": 8, "test_acc": 60.0})  # fmt: skip
+    out = tmp_path / "out"
+
+    def prepare() -> pd.DataFrame:
+        bn4things.prepare(Results(PAPER, "quick", "q", df.copy(), tmp_path / "runs", out, "x"))
+        return pd.read_csv(out / bn4things.ALPHA_FILE)
+
+    prepare()
+    assert len(calls) == 2
+    (tmp_path / "runs" / runs[1] / "checkpoint.pt").write_bytes(b"redone")
+    rows = prepare()
+    assert [str(c).rsplit("/", 2)[-2:] for c in calls[2:]] == [["b128", "seed1"]]
+    assert len(rows) == 2 * len(bn4things.ALPHAS) and rows["run_dir"].nunique() == 2
+    rows.drop(columns="checkpoint_sha256").to_csv(out / bn4things.ALPHA_FILE, index=False)
+    prepare()
+    assert len(calls) == 5
+    # From runs.csv alone (no run directories) the saved rows are used as they are.
+    res = Results(PAPER, "quick", "q", df.copy(), None, out, "x")
+    bn4things.prepare(res)
+    assert len(calls) == 5 and len(res.extras["alpha"]) == 2 * len(bn4things.ALPHAS)
+
+
 def test_seed_checks(tmp_path):
     rows = []
 

@@ -3,6 +3,7 @@ one per-epoch table every check, figure and table reads (:class:`Results`)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -98,3 +99,13 @@ def save(fig: Figure, prefix: Path, tight: bool = False) -> list[Path]:
         meta = {"CreationDate": None} if path.suffix == ".pdf" else {}
         fig.savefig(path, dpi=150, metadata=meta, bbox_inches="tight" if tight else None)
     return paths
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file: ties a value derived from a run (kept beside its report) to the exact
+    checkpoint it came from, so a re-run of the same run directory is never served stale rows."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

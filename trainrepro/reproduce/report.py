@@ -172,7 +172,9 @@ def write(res: Results, command: str, run_seconds: float | None = None) -> Path:
         ],
     }  # fmt: skip
     (out / VERDICTS).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    write_index(out.parent)
+    # The index lists results/<paper>[-quick]; a report sent elsewhere (--out) leaves it alone.
+    if out.name == paper.result_name(res.profile):
+        write_index(out.parent)
     return path
 
 

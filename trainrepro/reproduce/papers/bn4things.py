@@ -5,7 +5,8 @@ weight decay on gamma/beta (towards 0 and towards 1), Batch-Group Norm at B=2 ag
 Runs: conf/experiment/bn4things/<preset>.yaml, in runs/bn4things[-quick]/<preset>/<setting>/
 seed<k>. Example weighting needs no run: ``prepare`` runs bn-alpha (trainrepro/bn_alpha.py) on
 each finished baseline and combined run, alpha picked on its validation split, and keeps the
-rows in ``bn_alpha.csv`` beside runs.csv (computed once; delete it to recompute).
+rows in ``bn_alpha.csv`` beside runs.csv, each with the SHA-256 of the checkpoint it came from:
+computed once per checkpoint, again when a run directory holds a different one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
-from trainrepro.reproduce.data import save
+from trainrepro.reproduce.data import file_digest, save
 from trainrepro.reproduce.paper import (
     FAIL,
     NOT_CHECKED,
@@ -101,7 +102,8 @@ def _alpha_rows(run_root: Path, run: str) -> list[dict[str, object]]:
 
     rep = bn_alpha(run_root / run, list(ALPHAS))
     base = {
-        "run_dir": run, "split": rep["split"], "chosen_alpha": rep["chosen_alpha"],
+        "run_dir": run, "checkpoint_sha256": file_digest(run_root / run / "checkpoint.pt"),
+        "split": rep["split"], "chosen_alpha": rep["chosen_alpha"],
         "test_acc_before": rep["test"]["before"]["acc"],
         "test_acc_after": rep["test"]["after"]["acc"],
         "test_loss_before": rep["test"]["before"]["loss"],
@@ -119,9 +121,14 @@ def prepare(res: Results) -> None:
     if res.run_root is not None:
         final = res.final()
         want = final[final["preset"].isin(EW_PRESETS) & (final["status"] == "completed")]
+        digests = {r: file_digest(res.run_root / r / "checkpoint.pt") for r in want["run_dir"]
+                   if (res.run_root / r / "checkpoint.pt").is_file()}  # fmt: skip
+        if len(rows):  # rows of another checkpoint (the run was redone) are stale
+            made_from = rows.get("checkpoint_sha256", pd.Series("", index=rows.index))
+            same = rows["run_dir"].map(digests) == made_from
+            rows = rows[~rows["run_dir"].isin(list(digests)) | same]
         have = set(rows["run_dir"]) if len(rows) else set()
-        todo = [r for r in want["run_dir"] if r not in have
-                and (res.run_root / r / "checkpoint.pt").is_file()]  # fmt: skip
+        todo = [r for r in digests if r not in have]
         if todo:
             print(f"bn-alpha on {len(todo)} run(s) ...", flush=True)
             new = pd.DataFrame([row for r in todo for row in _alpha_rows(res.run_root, r)])
