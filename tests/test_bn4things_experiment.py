@@ -12,6 +12,7 @@ from trainrepro.reproduce.cli import main as reproduce
 from trainrepro.reproduce.data import results
 from trainrepro.reproduce.paper import NOT_SHOWN, PASS, Results
 from trainrepro.reproduce.papers import PAPERS, bn4things
+from trainrepro.reproduce.papers.bn4things_alpha import ALPHA_FILE, ALPHAS
 from trainrepro.reproduce.report import verdicts
 
 PAPER = PAPERS["bn4things"]
@@ -62,7 +63,7 @@ def test_prepare_runs_bn_alpha_once_and_keeps_the_rows(tmp_path, monkeypatch):
         res = Results(PAPER, "quick", "bn4things-quick", df.copy(), tmp_path / "runs", out, "x")
         bn4things.prepare(res)
     assert len(calls) == 3  # the baseline seeds, once; wd_norm gets none
-    assert len(pd.read_csv(out / bn4things.ALPHA_FILE)) == 3 * len(bn4things.ALPHAS)
+    assert len(pd.read_csv(out / ALPHA_FILE)) == 3 * len(ALPHAS)
     judged = {c.key: v for c, v in verdicts(res)}
     assert judged["ew_val"].status == PASS and judged["ew_test"].status == PASS
     assert "+0.50" in judged["ew_test"].detail
@@ -85,21 +86,21 @@ def test_bn_alpha_rows_of_a_redone_run_are_recomputed(tmp_path, monkeypatch):
 
     def prepare() -> pd.DataFrame:
         bn4things.prepare(Results(PAPER, "quick", "q", df.copy(), tmp_path / "runs", out, "x"))
-        return pd.read_csv(out / bn4things.ALPHA_FILE)
+        return pd.read_csv(out / ALPHA_FILE)
 
     prepare()
     assert len(calls) == 2
     (tmp_path / "runs" / runs[1] / "checkpoint.pt").write_bytes(b"redone")
     rows = prepare()
     assert [str(c).rsplit("/", 2)[-2:] for c in calls[2:]] == [["b128", "seed1"]]
-    assert len(rows) == 2 * len(bn4things.ALPHAS) and rows["run_dir"].nunique() == 2
-    rows.drop(columns="checkpoint_sha256").to_csv(out / bn4things.ALPHA_FILE, index=False)
+    assert len(rows) == 2 * len(ALPHAS) and rows["run_dir"].nunique() == 2
+    rows.drop(columns="checkpoint_sha256").to_csv(out / ALPHA_FILE, index=False)
     prepare()
     assert len(calls) == 5
     # From runs.csv alone (no run directories) the saved rows are used as they are.
     res = Results(PAPER, "quick", "q", df.copy(), None, out, "x")
     bn4things.prepare(res)
-    assert len(calls) == 5 and len(res.extras["alpha"]) == 2 * len(bn4things.ALPHAS)
+    assert len(calls) == 5 and len(res.extras["alpha"]) == 2 * len(ALPHAS)
 
 
 def test_seed_checks(tmp_path):

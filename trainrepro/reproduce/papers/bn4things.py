@@ -3,10 +3,8 @@ the BN baseline and each technique alone and combined: inference example weighti
 weight decay on gamma/beta (towards 0 and towards 1), Batch-Group Norm at B=2 against tuned GN.
 
 Runs: conf/experiment/bn4things/<preset>.yaml, in runs/bn4things[-quick]/<preset>/<setting>/
-seed<k>. Example weighting needs no run: ``prepare`` runs bn-alpha (trainrepro/bn_alpha.py) on
-each finished baseline and combined run, alpha picked on its validation split, and keeps the
-rows in ``bn_alpha.csv`` beside runs.csv, each with the SHA-256 of the checkpoint it came from:
-computed once per checkpoint, again when a run directory holds a different one.
+seed<k>. Example weighting needs no run: ``prepare`` runs bn-alpha on the finished runs
+(bn4things_alpha.py).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
-from trainrepro.reproduce.data import file_digest, save
+from trainrepro.reproduce.data import save
 from trainrepro.reproduce.paper import (
     FAIL,
     NOT_CHECKED,
@@ -33,10 +31,8 @@ from trainrepro.reproduce.paper import (
     Verdict,
     fmt,
 )  # fmt: skip
+from trainrepro.reproduce.papers.bn4things_alpha import alpha_summary, attach_alpha_rows
 
-ALPHA_FILE = "bn_alpha.csv"
-ALPHAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # bn_alpha.DEFAULT_ALPHAS
-EW_PRESETS = ("baseline", "combined")
 NOISE = 2.0  # a difference counts when it exceeds this many standard errors (seed noise)
 NO_DIFF = 1.0  # points: "no difference" also needs the means within this
 LABELS = {
@@ -96,68 +92,10 @@ NUMBERS = (
 )  # fmt: skip
 
 
-# ---------------------------------------------------------------- example weighting (bn-alpha)
-def _alpha_rows(run_root: Path, run: str) -> list[dict[str, object]]:
-    from trainrepro.bn_alpha import bn_alpha
-
-    rep = bn_alpha(run_root / run, list(ALPHAS))
-    base = {
-        "run_dir": run, "checkpoint_sha256": file_digest(run_root / run / "checkpoint.pt"),
-        "split": rep["split"], "chosen_alpha": rep["chosen_alpha"],
-        "test_acc_before": rep["test"]["before"]["acc"],
-        "test_acc_after": rep["test"]["after"]["acc"],
-        "test_loss_before": rep["test"]["before"]["loss"],
-        "test_loss_after": rep["test"]["after"]["loss"],
-    }  # fmt: skip
-    return [{**base, "alpha": r["alpha"], "sel_acc": r["acc"], "sel_loss": r["loss"]}
-            for r in rep["selection"]]  # fmt: skip
-
-
 def prepare(res: Results) -> None:
     """The setting from the run path; bn-alpha rows (from run dirs, kept in bn_alpha.csv)."""
     res.df["setting"] = res.df["run_dir"].str.split("/").str[1]
-    saved = res.out / ALPHA_FILE
-    rows = pd.read_csv(saved) if saved.is_file() else pd.DataFrame()
-    if res.run_root is not None:
-        final = res.final()
-        want = final[final["preset"].isin(EW_PRESETS) & (final["status"] == "completed")]
-        digests = {r: file_digest(res.run_root / r / "checkpoint.pt") for r in want["run_dir"]
-                   if (res.run_root / r / "checkpoint.pt").is_file()}  # fmt: skip
-        if len(rows):  # rows of another checkpoint (the run was redone) are stale
-            made_from = rows.get("checkpoint_sha256", pd.Series("", index=rows.index))
-            same = rows["run_dir"].map(digests) == made_from
-            rows = rows[~rows["run_dir"].isin(list(digests)) | same]
-        have = set(rows["run_dir"]) if len(rows) else set()
-        todo = [r for r in digests if r not in have]
-        if todo:
-            print(f"bn-alpha on {len(todo)} run(s) ...", flush=True)
-            new = pd.DataFrame([row for r in todo for row in _alpha_rows(res.run_root, r)])
-            rows = pd.concat([rows, new], ignore_index=True) if len(rows) else new
-            res.out.mkdir(parents=True, exist_ok=True)
-            rows.to_csv(saved, index=False)
-    if len(rows):
-        res.extras["alpha"] = rows
-        res.notes.append(f"Inference example weighting: bn-alpha rows in `{ALPHA_FILE}`, alpha "
-                         f"picked on the runs' validation split among {list(ALPHAS)}.")  # fmt: skip
-
-
-def _alpha_summary(res: Results) -> pd.DataFrame:
-    """One row per run bn-alpha was applied to: chosen alpha, selection and test accuracies."""
-    rows = res.extras.get("alpha")
-    if rows is None or len(rows) == 0:
-        return pd.DataFrame()
-    out = []
-    for run, sub in rows.groupby("run_dir", sort=True):
-        zero = sub[sub["alpha"] == 0.0]["sel_acc"]
-        first = sub.iloc[0]
-        chosen = sub[sub["alpha"] == first["chosen_alpha"]]["sel_acc"]
-        out.append({
-            "run_dir": run, "preset": run.split("/")[0], "alpha": float(first["chosen_alpha"]),
-            "val_before": float(zero.iloc[0]), "val_after": float(chosen.iloc[0]),
-            "test_before": float(first["test_acc_before"]),
-            "test_after": float(first["test_acc_after"]),
-        })  # fmt: skip
-    return pd.DataFrame(out)
+    attach_alpha_rows(res)
 
 
 # ---------------------------------------------------------------- summaries
@@ -230,7 +168,7 @@ def table(res: Results) -> str:
                 f"| {LABELS[preset]} | {setting} | {len(test)} | {fmt(val)} | {fmt(m)} "
                 f"| {fmt(sd)} | {fmt(m - base, 2) if preset != 'baseline' else ''} |"
             )
-    ew = _alpha_summary(res)
+    ew = alpha_summary(res)
     lines += ["", "Inference example weighting (bn-alpha, alpha picked on validation):", ""]
     if ew.empty:
         lines.append("no bn-alpha rows (they need the runs' checkpoints)")
@@ -252,7 +190,7 @@ def table(res: Results) -> str:
 
 # ---------------------------------------------------------------- claims
 def check_ew_val(res: Results) -> Verdict:
-    ew = _alpha_summary(res)
+    ew = alpha_summary(res)
     ew = ew[ew["preset"] == "baseline"] if len(ew) else ew
     if ew.empty:
         return Verdict(NOT_CHECKED, "no bn-alpha rows for the baseline runs")
@@ -263,7 +201,7 @@ def check_ew_val(res: Results) -> Verdict:
 
 
 def check_ew_test(res: Results) -> Verdict:
-    ew = _alpha_summary(res)
+    ew = alpha_summary(res)
     ew = ew[ew["preset"] == "baseline"] if len(ew) else ew
     if ew.empty:
         return Verdict(NOT_CHECKED, "no bn-alpha rows for the baseline runs")
@@ -314,7 +252,7 @@ def check_wd_target(res: Results) -> Verdict:
 
 
 def check_combined(res: Results) -> Verdict:
-    ew = _alpha_summary(res)
+    ew = alpha_summary(res)
     after = dict(zip(ew["run_dir"], ew["test_after"], strict=True)) if len(ew) else {}
     final = res.final()
     sub = final[(final["preset"] == "combined") & (final["status"] == "completed")]
