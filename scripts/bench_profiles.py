@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.error(f"--cases: unknown {', '.join(unknown)}; valid: {', '.join(CASES)}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for case in cases:
         out = args.out_dir / f"{case}.json"

@@ -37,13 +37,14 @@ def test_table_and_summary_from_the_benchmark_results(tmp_path, monkeypatch, cap
         }
 
     monkeypatch.setattr(profiles.bench, "main", fake_bench)
-    rc = profiles.main(["--data", "d", "--cases", "radam_b32,gn_ws_b2", "--out-dir", str(tmp_path)])
+    out = tmp_path / "new" / "dir"
+    rc = profiles.main(["--data", "d", "--cases", "radam_b32,gn_ws_b2", "--out-dir", str(out)])
     assert rc == 0
     assert len(calls) == 2
     overrides = next(a for a in calls[0] if a.startswith("--accuracy-overrides="))
     assert "+experiment=radam/radam" in overrides and "schedule.milestones=[1]" in overrides
-    assert f"--out={tmp_path / 'radam_b32.json'}" in calls[0]
-    rows = json.loads((tmp_path / "summary.json").read_text())
+    assert f"--out={out / 'radam_b32.json'}" in calls[0]
+    rows = json.loads((out / "summary.json").read_text())
     assert [r["case"] for r in rows] == ["radam_b32", "gn_ws_b2"]
     assert rows[0]["speedup"] == pytest.approx(3.0)
     assert "3.00x" in capsys.readouterr().out
