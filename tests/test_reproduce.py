@@ -146,6 +146,18 @@ def test_report_from_a_synthetic_runs_csv(name, tmp_path):
         assert f"{entry['statement']} ({entry['source']}): **{entry['status']}**" in index
 
 
+def test_a_report_sent_elsewhere_writes_no_index_beside_it(tmp_path):
+    """Only results/<paper>[-quick] feeds the index; --out results/bench/x must not leave a
+    results/bench/README.md listing every paper as not reproduced."""
+    out = tmp_path / "bench" / "smith18-quick-variant"
+    out.mkdir(parents=True)
+    synthetic_csv("smith18", out / "runs.csv")
+    args = ["smith18", "--profile", "quick", "--report-only", "--runs-root", str(tmp_path / "none")]
+    assert reproduce([*args, "--out", str(out)]) == 0
+    assert (out / "REPORT.md").is_file()
+    assert not (tmp_path / "bench" / "README.md").exists()
+
+
 def committed(name: str) -> list[str]:
     paper = PAPERS[name]
     return [p for p in PROFILES if (REPO / "results" / paper.result_name(p) / "runs.csv").is_file()]
