@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 try:
-    from trainrepro import bench
+    from trainrepro.bench import __main__ as bench
 except ImportError:  # run with a Python that lacks the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from trainrepro import bench
+    from trainrepro.bench import __main__ as bench
 
 # Case -> overrides. Quick profiles whose schedules step within 2 epochs get one milestone at 1.
 CASES: dict[str, tuple[str, ...]] = {

@@ -11,11 +11,11 @@ import warnings
 from pathlib import Path
 
 try:
-    from trainrepro.analysis import collect
+    from trainrepro.analysis.curves import collect
     from trainrepro.errors import ConfigError
 except ImportError:  # run with a Python that lacks the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from trainrepro.analysis import collect
+    from trainrepro.analysis.curves import collect
     from trainrepro.errors import ConfigError
 
 

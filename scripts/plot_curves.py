@@ -12,11 +12,11 @@ import warnings
 from pathlib import Path
 
 try:
-    from trainrepro.analysis import BANDS, DEFAULT_METRICS, collect, plot_curves
+    from trainrepro.analysis.curves import BANDS, DEFAULT_METRICS, collect, plot_curves
     from trainrepro.errors import ConfigError
 except ImportError:  # run with a Python that lacks the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from trainrepro.analysis import BANDS, DEFAULT_METRICS, collect, plot_curves
+    from trainrepro.analysis.curves import BANDS, DEFAULT_METRICS, collect, plot_curves
     from trainrepro.errors import ConfigError
 
 

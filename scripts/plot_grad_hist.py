@@ -23,11 +23,11 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 try:
     from trainrepro.errors import ConfigError
-    from trainrepro.grad_hist import FILE_NAME, histogram_summary, load_histogram
+    from trainrepro.instruments.grad_hist import FILE_NAME, histogram_summary, load_histogram
 except ImportError:  # run with a Python that lacks the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from trainrepro.errors import ConfigError
-    from trainrepro.grad_hist import FILE_NAME, histogram_summary, load_histogram
+    from trainrepro.instruments.grad_hist import FILE_NAME, histogram_summary, load_histogram
 
 
 def _fractions(hist: dict) -> np.ndarray:

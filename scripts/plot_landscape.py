@@ -34,9 +34,9 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from trainrepro.build import build_run
-from trainrepro.checkpoint import load_checkpoint, restore_model
 from trainrepro.data.loader import make_loader
+from trainrepro.engine.build import build_run
+from trainrepro.engine.checkpoint import load_checkpoint, restore_model
 from trainrepro.errors import ConfigError
 
 State = dict[str, torch.Tensor]

@@ -17,10 +17,10 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: renders without a display (Agg canvas)
 
 try:
-    from trainrepro.adaptive import PAPER_RHO_THRESHOLD, RHO_THRESHOLD, rectification, rho
+    from trainrepro.optim.adaptive import PAPER_RHO_THRESHOLD, RHO_THRESHOLD, rectification, rho
 except ImportError:  # run with a Python that lacks the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from trainrepro.adaptive import PAPER_RHO_THRESHOLD, RHO_THRESHOLD, rectification, rho
+    from trainrepro.optim.adaptive import PAPER_RHO_THRESHOLD, RHO_THRESHOLD, rectification, rho
 
 DEFAULT_BETA2 = (0.99, 0.995, 0.999)
 

@@ -10,7 +10,7 @@ import os
 import signal
 from typing import Any
 
-from trainrepro.callbacks import Callback
+from trainrepro.engine.run import Callback
 
 
 class SignalAt(Callback):

@@ -12,8 +12,8 @@ import pytest
 import torch
 from support import tiny_cfg
 
-from trainrepro.build import build_run
-from trainrepro.train import _update, train
+from trainrepro.engine.build import build_run
+from trainrepro.engine.train import _update, train
 
 GHOST = ("normalization=ghost_bn", "normalization.ghost_batch_size=16")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from optimizer_steps import grad_stream, make_params, run
 
-from trainrepro import optim
-from trainrepro.adaptive import Adam2k
+from trainrepro.optim import factory as optim
+from trainrepro.optim.adaptive import Adam2k
 
 
 # ---------------------------------------------------------------- (d) Adam-2k

@@ -1,4 +1,4 @@
-"""Tests for trainrepro.analysis and its scripts, on fake run directories."""
+"""Tests for trainrepro.analysis.curves and its scripts, on fake run directories."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from trainrepro.analysis import (
+from trainrepro.analysis.curves import (
     aggregate_curves,
     collect,
     default_group_keys,
@@ -28,7 +28,7 @@ EPOCHS = 3
 
 
 def _config(optimizer: str, seed: int, batch_size: int, lr: float) -> dict:
-    opt = {"name": optimizer, "_target_": f"trainrepro.optim.{optimizer}", "lr": lr}
+    opt = {"name": optimizer, "_target_": f"trainrepro.optim.factory.{optimizer}", "lr": lr}
     if optimizer == "sgd":
         opt["momentum"] = 0.9
     return {
@@ -41,7 +41,7 @@ def _config(optimizer: str, seed: int, batch_size: int, lr: float) -> dict:
         "resume": None,
         "progress": False,
         "model": {"name": "wrn", "_target_": "trainrepro.models.wrn.build_wrn", "depth": 16},
-        "normalization": {"name": "bn", "_target_": "trainrepro.norms.batch_norm"},
+        "normalization": {"name": "bn", "_target_": "trainrepro.norms.factory.batch_norm"},
         "optimizer": opt,
         "schedule": {"name": "step", "_target_": "x.step", "milestones": [60, 120, 160]},
         "dataset": {"name": "cifar10", "_target_": "x.cifar10", "root": f"/data/{seed}"},

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainrepro.batch_checks import check_batch
-from trainrepro.batch_group_norm import BatchGroupNorm2d
 from trainrepro.errors import ConfigError
-from trainrepro.norms import NORM_TYPES, batch_group_norm
+from trainrepro.norms.batch_checks import check_batch
+from trainrepro.norms.batch_group_norm import BatchGroupNorm2d
+from trainrepro.norms.factory import NORM_TYPES, batch_group_norm
 
 
 def _x(n: int = 6, c: int = 8) -> torch.Tensor:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from support import tiny_cfg
 
-from trainrepro import build
-from trainrepro.bench import main as bench_main
+from trainrepro.bench.__main__ import main as bench_main
+from trainrepro.engine import build
+from trainrepro.engine.train import train
 from trainrepro.errors import ConfigError
-from trainrepro.train import train
 
 VARIANT_COLUMNS = {
     "model",

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from trainrepro.bench_speed import compose_config
-from trainrepro.build import check_config
+from trainrepro.bench.speed import compose_config
+from trainrepro.engine.build import check_config
 from trainrepro.reproduce.scripts import load_script
 
 profiles = load_script("bench_profiles")

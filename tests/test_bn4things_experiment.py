@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 from support import make_cfg
 
-import trainrepro.bn_alpha
+import trainrepro.analysis.bn_alpha
 from trainrepro.reproduce.cli import main as reproduce
 from trainrepro.reproduce.data import results
 from trainrepro.reproduce.paper import NOT_SHOWN, PASS, Results
@@ -50,7 +50,7 @@ def fake_report(run_dir, alphas, **_):
 
 def test_prepare_runs_bn_alpha_once_and_keeps_the_rows(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(trainrepro.bn_alpha, "bn_alpha",
+    monkeypatch.setattr(trainrepro.analysis.bn_alpha, "bn_alpha",
                         lambda d, a, **k: calls.append(d) or fake_report(d, a))  # fmt: skip
     runs = [f"baseline/b128/seed{s}" for s in range(3)] + ["wd_norm/to0/seed0"]
     for run in runs:
@@ -74,7 +74,7 @@ def test_bn_alpha_rows_of_a_redone_run_are_recomputed(tmp_path, monkeypatch):
     checkpoint) recomputes its rows; the others are kept; rows from a file written before the
     digest column existed are recomputed where the checkpoint is present."""
     calls = []
-    monkeypatch.setattr(trainrepro.bn_alpha, "bn_alpha",
+    monkeypatch.setattr(trainrepro.analysis.bn_alpha, "bn_alpha",
                         lambda d, a, **k: calls.append(d) or fake_report(d, a))  # fmt: skip
     runs = [f"baseline/b128/seed{s}" for s in range(2)]
     for run in runs:

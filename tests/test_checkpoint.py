@@ -12,9 +12,9 @@ import pytest
 import torch
 from support import TINY, cli, tiny_cfg
 
-from trainrepro.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from trainrepro.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from trainrepro.engine.train import train
 from trainrepro.errors import ConfigError
-from trainrepro.train import train
 
 RUN = (*[o for o in TINY if not o.startswith("epochs")], "epochs=2")
 
@@ -123,7 +123,7 @@ def test_checkpoint_written_by_a_zip_tool_is_not_trusted(tmp_path):
 
 
 def test_checkpoint_from_before_added_keys_still_resumes(interrupted_run):
-    """Keys added since (trainrepro.checkpoint.ADDED_KEYS) take the value older runs implied."""
+    """Keys added since (engine.checkpoint.ADDED_KEYS) take the value older runs implied."""
     import yaml
 
     path = interrupted_run / CHECKPOINT_NAME

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from support import TINY, cli
 
-from trainrepro.records import METRIC_COLUMNS
+from trainrepro.engine.records import METRIC_COLUMNS
 
 TINY_CLI = [o for o in TINY if not o.startswith("epochs")] + ["epochs=1"]
 

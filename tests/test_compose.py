@@ -22,7 +22,7 @@ from support import (
     write_image_tree,
 )
 
-from trainrepro.train import train
+from trainrepro.engine.train import train
 
 GROUPS = ("model", "normalization", "optimizer", "schedule", "dataset")
 

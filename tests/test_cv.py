@@ -9,9 +9,9 @@ import pytest
 import torch
 from support import REPO, TINY_MODEL, cli, tiny_cfg
 
-from trainrepro.build import build_run
-from trainrepro.cv import grid_points, parse_grid, point_name, select, summarize
+from trainrepro.analysis.cv import grid_points, parse_grid, point_name, select, summarize
 from trainrepro.data.splits import check_folds, stratified_folds
+from trainrepro.engine.build import build_run
 from trainrepro.errors import ConfigError
 
 

@@ -240,7 +240,7 @@ def test_streaming_matches_in_memory(tmp_path):
                 assert torch.equal(ya, yb) and torch.allclose(xa, xb)
     rest = list(st.batches(1, 3, start_batch=1))
     assert len(rest) == len(b) - 1 and torch.equal(rest[0][1], b[1][1])
-    # DDP (trainrepro.distributed): each rank streams its contiguous slice of every batch, so
+    # DDP (trainrepro.engine.distributed): each rank streams its contiguous slice of every batch, so
     # the two ranks' pieces side by side are the one-process batch (from a mid-epoch start too).
     whole = list(st.batches(1, 4, start_batch=1))
     ranks = [list(st.batches(1, 4, start_batch=1, shard=(r, 2))) for r in (0, 1)]

@@ -15,7 +15,7 @@ import pytest
 import torch
 from support import REPO, TINY
 
-from trainrepro.checkpoint import CHECKPOINT_NAME
+from trainrepro.engine.checkpoint import CHECKPOINT_NAME
 
 RUN = (*[o for o in TINY if not o.startswith("epochs")], "epochs=2", "model.dropout=0.0")
 
@@ -107,7 +107,8 @@ def test_a_mid_epoch_checkpoint_of_one_process_resumes_on_two_ranks(tmp):
         "+callbacks.kill._target_=signal_callback.signal_at", "+callbacks.kill.update=11",
         f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    path = [str(REPO / "tests"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     first = subprocess.run([sys.executable, *args], cwd=tmp, env=env, capture_output=True,
                            text=True, timeout=600)  # fmt: skip
     assert first.returncode == 143, first.stderr

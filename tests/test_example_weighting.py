@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from support import tiny_cfg
 from torch import nn
 
-from trainrepro.bn_alpha import main as bn_alpha_main
+from trainrepro.analysis.bn_alpha import main as bn_alpha_main
+from trainrepro.engine.train import train
 from trainrepro.errors import ConfigError
-from trainrepro.example_weighting import example_weighting, weighted_batch_norm
-from trainrepro.ghost_bn import GhostBatchNorm2d
-from trainrepro.train import train
+from trainrepro.norms.example_weighting import example_weighting, weighted_batch_norm
+from trainrepro.norms.ghost_bn import GhostBatchNorm2d
 
 
 def _bn(channels: int = 4) -> nn.BatchNorm2d:

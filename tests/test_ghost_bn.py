@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from trainrepro.batch_checks import check_ghost_batch, ghost_batch_size_of
 from trainrepro.config import instantiate
 from trainrepro.errors import ConfigError
-from trainrepro.ghost_bn import GhostBatchNorm2d
-from trainrepro.norms import NORM_TYPES, batch_norm, create_norm, ghost_batch_norm
+from trainrepro.norms.batch_checks import check_ghost_batch, ghost_batch_size_of
+from trainrepro.norms.factory import NORM_TYPES, batch_norm, create_norm, ghost_batch_norm
+from trainrepro.norms.ghost_bn import GhostBatchNorm2d
 
 C = 5
 CONF = Path(__file__).resolve().parents[1] / "conf" / "normalization"

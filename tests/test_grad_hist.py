@@ -19,11 +19,12 @@ import pytest
 import torch
 from support import REPO, TINY, cli, tiny_cfg
 
-import trainrepro.grad_hist as grad_hist_module
-import trainrepro.train as train_module
-from trainrepro.build import build_run
-from trainrepro.callbacks import Callback
-from trainrepro.grad_hist import (
+import trainrepro.engine.train as train_module
+import trainrepro.instruments.grad_hist as grad_hist_module
+from trainrepro.engine.build import build_run
+from trainrepro.engine.run import Callback
+from trainrepro.engine.train import train
+from trainrepro.instruments.grad_hist import (
     EXTRA,
     FILE_NAME,
     GradHistogram,
@@ -31,7 +32,6 @@ from trainrepro.grad_hist import (
     histogram_summary,
     load_histogram,
 )
-from trainrepro.train import train
 
 # ------------------------------------------------------------------ hooks, through a config
 EVENTS: list[tuple[Any, ...]] = []

@@ -11,8 +11,8 @@ import pytest
 import torch
 from support import tiny_cfg
 
+from trainrepro.engine.train import train
 from trainrepro.reproduce.scripts import load_script
-from trainrepro.train import train
 
 landscape = load_script("plot_landscape")
 

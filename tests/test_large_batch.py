@@ -1,5 +1,5 @@
-"""LARS and LAMB (trainrepro.large_batch) against the papers' formulas, written out step by step
-here, and against timm's Lars/Lamb (a test-only reference; skipped without timm)."""
+"""LARS and LAMB (trainrepro.optim.large_batch) against the papers' formulas, written out step
+by step here, and against timm's Lars/Lamb (a test-only reference; skipped without timm)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from trainrepro.errors import ConfigError
-from trainrepro.large_batch import Lamb, Lars, lamb, lars
-from trainrepro.optim import set_lr, set_momentum, sgd
+from trainrepro.optim.factory import set_lr, set_momentum, sgd
+from trainrepro.optim.large_batch import Lamb, Lars, lamb, lars
 
 STEPS = 5
 

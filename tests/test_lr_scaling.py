@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from support import TINY, make_cfg
 
+from trainrepro.engine.plan import build_plan, lr_scaling_note, print_plan
 from trainrepro.errors import ConfigError
-from trainrepro.plan import build_plan, lr_scaling_note, print_plan
 from trainrepro.schedules import SCHEDULES, create_schedule
 
 RUN = {"lr": 0.1, "batch_size": 1024, "momentum": 0.9, "epochs": 10}

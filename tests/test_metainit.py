@@ -1,4 +1,4 @@
-"""MetaInit (trainrepro.metainit) against Dauphin & Schoenholz (2019)'s definitions."""
+"""MetaInit (trainrepro.instruments.metainit) against Dauphin & Schoenholz (2019)'s definitions."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 from support import tiny_cfg
 from torch import nn
 
+from trainrepro.engine.train import train
 from trainrepro.errors import ConfigError
-from trainrepro.metainit import build_metainit, gradient_quotient, metainit
-from trainrepro.train import train
+from trainrepro.instruments.metainit import build_metainit, gradient_quotient, metainit
 
 
 def test_gradient_quotient_matches_a_hand_computation():

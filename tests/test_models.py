@@ -14,7 +14,7 @@ from torch import nn
 from trainrepro.config import instantiate, resolve_target
 from trainrepro.errors import ConfigError
 from trainrepro.models import MODELS, NORMALIZER_FREE, create_model
-from trainrepro.norms import NORM_TYPES, NORMS, NormFactory, batch_norm, group_norm, no_norm
+from trainrepro.norms.factory import NORM_TYPES, NORMS, NormFactory, batch_norm, group_norm, no_norm
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 MODEL_FILES = sorted(CONF.glob("*.yaml"))

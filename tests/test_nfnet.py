@@ -10,19 +10,24 @@ import pytest
 import torch
 from torch import nn
 
-from trainrepro.clipping import adaptive_clip_, agc, clip_norm, unitwise_norm
 from trainrepro.errors import ConfigError
+from trainrepro.instruments.clipping import adaptive_clip_, agc, clip_norm, unitwise_norm
+from trainrepro.instruments.signal_prop import (
+    channel_stats,
+    measure,
+    residual_blocks,
+    signal_propagation,
+)
 from trainrepro.models import MODELS, create_model
 from trainrepro.models.nf_resnet import NFBasicBlock, expected_stds
-from trainrepro.norms import NORM_TYPES, NORMS, batch_norm, no_norm
-from trainrepro.scaled_ws import (
+from trainrepro.norms.factory import NORM_TYPES, NORMS, batch_norm, no_norm
+from trainrepro.norms.scaled_ws import (
     GAMMA_RELU,
     GAMMA_RELU_DEEPMIND,
     GammaReLU,
     ScaledStdConv2d,
     scaled_standardize,
 )
-from trainrepro.signal_prop import channel_stats, measure, residual_blocks, signal_propagation
 
 
 def nf(**kwargs) -> nn.Module:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainrepro.errors import ConfigError
-from trainrepro.optim import create_optimizer
+from trainrepro.optim.factory import create_optimizer
 
 WD, LR, TARGET = 0.1, 0.05, 1.0
 
@@ -116,7 +116,7 @@ def test_a_run_builds_and_trains_with_a_target(tmp_path, normalization: str) -> 
     had no norm layer, so every run with a non-zero target was refused)."""
     from support import tiny_cfg
 
-    from trainrepro.train import train
+    from trainrepro.engine.train import train
 
     cfg = tiny_cfg(f"normalization={normalization}", "optimizer.decay_norm_and_bias=true",
                    "optimizer.norm_decay_target=1", "epochs=1")  # fmt: skip

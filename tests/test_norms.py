@@ -12,7 +12,7 @@ from torch import nn
 
 from trainrepro.config import instantiate, resolve_target
 from trainrepro.errors import ConfigError
-from trainrepro.norms import (
+from trainrepro.norms.factory import (
     NORM_TYPES,
     NORMS,
     batch_norm,

@@ -11,10 +11,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from trainrepro import optim
 from trainrepro.config import instantiate, resolve_target
 from trainrepro.errors import ConfigError
-from trainrepro.update_rules import update_rule_for
+from trainrepro.optim import factory as optim
+from trainrepro.optim.update_rules import update_rule_for
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "optimizer"
 YAMLS = sorted(CONF.glob("*.yaml"))

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from support import TINY, cli, tiny_cfg
 
-from trainrepro.build import epoch_batch_sizes, make_schedule
 from trainrepro.config import instantiate
-from trainrepro.noise import noise_scale
-from trainrepro.plan import build_plan, format_plan
-from trainrepro.train import train
+from trainrepro.engine.build import epoch_batch_sizes, make_schedule
+from trainrepro.engine.plan import build_plan, format_plan
+from trainrepro.engine.train import train
+from trainrepro.schedules.noise import noise_scale
 
 # 512 training images; the batch grows 64 -> 128 -> 256 at epochs 1 and 2 (factor 0.5).
 GROWING = (

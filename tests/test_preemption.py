@@ -13,10 +13,10 @@ import pytest
 import torch
 from support import REPO, TINY, cli, metrics_without_timings, tiny_cfg
 
-import trainrepro.records as records
-from trainrepro.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from trainrepro.preemption import Preempted
-from trainrepro.train import train
+import trainrepro.engine.records as records
+from trainrepro.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from trainrepro.engine.preemption import Preempted
+from trainrepro.engine.train import train
 
 RUN = (*[o for o in TINY if not o.startswith("epochs")], "epochs=2", "model.dropout=0.3")
 
@@ -40,7 +40,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 @pytest.fixture(autouse=True)
 def tests_on_pythonpath(monkeypatch):
     """The command line finds signal_callback.py (the test-only callback) on its path."""
-    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), *_pythonpath()]))
+
+
+def _pythonpath() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 
 @pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])

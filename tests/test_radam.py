@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 from optimizer_steps import grad_stream, make_params, run
 from support import REPO, make_cfg
 
-from trainrepro import optim
-from trainrepro.adaptive import Adam2k, RAdam, rectification, rho, rho_inf
 from trainrepro.config import instantiate
 from trainrepro.errors import ConfigError
+from trainrepro.optim import factory as optim
+from trainrepro.optim.adaptive import Adam2k, RAdam, rectification, rho, rho_inf
 
 
 # ---------------------------------------------------------------- (a) against torch.optim.RAdam
@@ -345,7 +345,7 @@ def test_adam_warmup_optimizer_node_is_adam() -> None:
     assert text.startswith("# @package _global_\n")
     node = OmegaConf.load(path)
     assert set(node) == {"optimizer", "schedule"}
-    assert node.optimizer._target_ == "trainrepro.optim.adam"
+    assert node.optimizer._target_ == "trainrepro.optim.factory.adam"
     assert optim.OPTIMIZERS["adam_warmup"] is optim.adam
     params = inspect.signature(optim.adam).parameters
     keys = {k for k in node.optimizer if k not in ("name", "_target_")}

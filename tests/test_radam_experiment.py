@@ -13,11 +13,11 @@ import torch
 from support import CONF_DIR, REPO, TINY, make_cfg
 
 from trainrepro.config import instantiate
+from trainrepro.engine.train import train
 from trainrepro.reproduce.cli import main as reproduce
 from trainrepro.reproduce.data import results
 from trainrepro.reproduce.papers import PAPERS
 from trainrepro.reproduce.papers.radam import GRID
-from trainrepro.train import train
 
 PRESET_DIR = CONF_DIR / "experiment" / "radam"
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if not p.stem.startswith("_"))

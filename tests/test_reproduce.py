@@ -198,7 +198,7 @@ def test_overrides_after_the_paper_reach_every_run(tmp_path, capsys):
 
 
 def test_a_key_this_machine_cannot_run_stops_before_any_run(tmp_path, monkeypatch, capsys):
-    from trainrepro import build
+    from trainrepro.engine import build
 
     monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: False)
     for split in ("train", "test"):  # the folders the preflight looks for, so data is no issue

@@ -11,10 +11,10 @@ import pytest
 import torch
 from support import metrics_without_timings, tiny_cfg
 
-import trainrepro.train as train_module
-from trainrepro.checkpoint import CHECKPOINT_NAME, load_checkpoint
+import trainrepro.engine.train as train_module
+from trainrepro.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from trainrepro.engine.train import train
 from trainrepro.errors import ConfigError
-from trainrepro.train import train
 
 # Dropout and augmentation make the global RNG and the data order matter; the step schedule
 # makes the lr depend on the epoch; momentum makes the optimizer state matter.

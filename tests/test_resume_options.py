@@ -9,7 +9,7 @@ import pytest
 import torch
 from support import SMALL, metrics_without_timings, options, tiny_cfg
 
-from trainrepro.train import train
+from trainrepro.engine.train import train
 
 GROUPS = ("optimizer", "schedule", "normalization", "callbacks")
 # 256 images at batch 32: 8 updates an epoch; the interruption falls in epoch 2's middle.

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from trainrepro import schedules
 from trainrepro.config import instantiate
 from trainrepro.errors import ConfigError
-from trainrepro.noise import noise_scale, scaled_batch_size
 from trainrepro.schedules import SchedulePoint, create_schedule
+from trainrepro.schedules.noise import noise_scale, scaled_batch_size
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "schedule"
 YAMLS = sorted(CONF.glob("*.yaml"))

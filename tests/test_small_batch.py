@@ -9,10 +9,10 @@ import pytest
 from support import TINY_DATA, TINY_RUN, make_cfg, tiny_cfg
 from torch import nn
 
-from trainrepro.batch_checks import check_batch, check_ghost_batch, uses_batch_statistics
+from trainrepro.engine.train import train
 from trainrepro.errors import ConfigError
-from trainrepro.norms import batch_norm, create_norm, ghost_batch_norm
-from trainrepro.train import train
+from trainrepro.norms.batch_checks import check_batch, check_ghost_batch, uses_batch_statistics
+from trainrepro.norms.factory import batch_norm, create_norm, ghost_batch_norm
 
 SMALL_RUN = ("dataset.num_train=8", "dataset.num_test=8", "epochs=1", "eval_batch_size=8")
 

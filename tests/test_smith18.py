@@ -18,15 +18,15 @@ import torch
 from omegaconf import OmegaConf
 from support import CONF_DIR, REPO, make_cfg
 
-from trainrepro.build import cpu_has_native_bf16, epoch_batch_sizes, make_schedule
 from trainrepro.config import instantiate
-from trainrepro.noise import noise_scale
-from trainrepro.records import write_metrics
+from trainrepro.engine.build import cpu_has_native_bf16, epoch_batch_sizes, make_schedule
+from trainrepro.engine.records import write_metrics
+from trainrepro.engine.train import train
 from trainrepro.reproduce.cli import main as reproduce
 from trainrepro.reproduce.data import results
 from trainrepro.reproduce.papers import PAPERS
 from trainrepro.schedules import Schedule
-from trainrepro.train import train
+from trainrepro.schedules.noise import noise_scale
 
 PRESET_DIR = CONF_DIR / "experiment" / "smith18"
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if not p.stem.startswith("_"))

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 from support import REPO, TINY, cli, metrics_without_timings, tiny_cfg
 
-from trainrepro.analysis import collect
-from trainrepro.train import train
+from trainrepro.analysis.curves import collect
+from trainrepro.engine.train import train
 
 # 16 updates an epoch, 3 epochs: long enough for the test to signal a job in flight.
 RUN = (

@@ -12,11 +12,11 @@ from support import tiny_cfg
 from torch import nn
 
 from trainrepro.data.loader import DeviceLoader
+from trainrepro.engine.train import train
 from trainrepro.errors import ConfigError
-from trainrepro.storm import storm
-from trainrepro.svrg import svrg
-from trainrepro.train import train
-from trainrepro.update_rules import PlainRule, update_rule_for
+from trainrepro.optim.storm import storm
+from trainrepro.optim.svrg import svrg
+from trainrepro.optim.update_rules import PlainRule, update_rule_for
 
 N, B = 48, 8
 

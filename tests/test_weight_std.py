@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from support import tiny_cfg
 from torch import nn
 
-from trainrepro.build import build_run
+from trainrepro.engine.build import build_run
 from trainrepro.errors import ConfigError
 from trainrepro.models import create_model
-from trainrepro.norms import apply_norm_options, batch_norm, create_norm
-from trainrepro.weight_std import WS_EPS, WSConv2d, standardize_convs, standardize_weight
+from trainrepro.norms.factory import apply_norm_options, batch_norm, create_norm
+from trainrepro.norms.weight_std import WS_EPS, WSConv2d, standardize_convs, standardize_weight
 
 
 def reference(w: torch.Tensor) -> torch.Tensor:

@@ -14,82 +14,12 @@ from pathlib import Path
 
 import hydra
 import yaml
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from trainrepro.config import CONF_DIR, CONFIG_NAME, check_overrides
 from trainrepro.errors import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-CONFIG_NAME = "config"
-
-
-def _groups() -> list[str]:
-    return sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir())
-
-
-def _options(group: str) -> list[str]:
-    root = CONF_DIR / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-
-
-def check_overrides(args: list[str]) -> DictConfig:
-    """Raise ConfigError for an unknown group option or key among command-line overrides.
-
-    Returns the config composed with the first value of every swept key.
-    """
-    overrides = [a for a in args if not a.startswith("-") and "=" in a]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        raise ConfigError("override", " ".join(overrides), _first_line(e)) from None
-    groups = _groups()
-    first_values = []
-    for o in parsed:
-        key = o.key_or_group
-        if o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
-        else:
-            values = [o.get_value_element_as_str()]
-        if key in groups and not o.is_delete():
-            for value in _selected_options(o):
-                if not (CONF_DIR / key / f"{value}.yaml").is_file():
-                    valid = ", ".join(_options(key))
-                    raise ConfigError(key, value, f"unknown option; valid: {valid}")
-        if not key.startswith("hydra"):
-            first_values.append(f"{o.get_key_element()}={values[0]}" if values else o.input_line)
-    return _compose(first_values)
-
-
-def _selected_options(o: Override) -> list[str]:
-    """The group options an override names; a list value (``+callbacks=[a,b]``) names several."""
-    values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
-    return [str(v) for value in values for v in (value if isinstance(value, list) else [value])]
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    """Compose one config, so an unknown key fails here with Hydra's reason on one line."""
-    from hydra import compose, initialize_config_dir
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=CONFIG_NAME, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        cause = f" ({_first_line(e.__cause__)})" if e.__cause__ else ""
-        raise ConfigError("override", " ".join(overrides), _first_line(e) + cause) from None
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else type(e).__name__
 
 
 def fail(error: ConfigError) -> None:
@@ -99,10 +29,10 @@ def fail(error: ConfigError) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def _job(cfg: DictConfig) -> None:
-    from trainrepro.checkpoint import check_same_config, run_state
-    from trainrepro.distributed import is_main
-    from trainrepro.preemption import Preempted
-    from trainrepro.train import train
+    from trainrepro.engine.checkpoint import check_same_config, run_state
+    from trainrepro.engine.distributed import is_main
+    from trainrepro.engine.preemption import Preempted
+    from trainrepro.engine.train import train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -142,7 +72,7 @@ def _job(cfg: DictConfig) -> None:
 def _shared_run_dir(run_dir: Path) -> Path:
     """Under torchrun every rank composes its own Hydra run dir (``${now:}`` may differ by a
     second): all ranks take rank 0's, and the others drop the empty one Hydra made for them."""
-    from trainrepro import distributed
+    from trainrepro.engine import distributed
 
     world = distributed.init_from_env()
     if not world.active:
@@ -164,12 +94,12 @@ def main() -> None:
         from trainrepro.reproduce.cli import main as reproduce_main
 
         sys.exit(reproduce_main(args[1:]))
-    if args[:1] == ["cv"]:  # `trainrepro cv <overrides> --grid k=a,b --folds 4`: trainrepro/cv.py
-        from trainrepro.cv import main as cv_main
+    if args[:1] == ["cv"]:  # `trainrepro cv <overrides> --grid k=a,b --folds 4`: analysis/cv.py
+        from trainrepro.analysis.cv import main as cv_main
 
         sys.exit(cv_main(args[1:]))
-    if args[:1] == ["bn-alpha"]:  # `trainrepro bn-alpha <run dir>`: trainrepro/bn_alpha.py
-        from trainrepro.bn_alpha import main as bn_alpha_main
+    if args[:1] == ["bn-alpha"]:  # `trainrepro bn-alpha <run dir>`: trainrepro/analysis/bn_alpha.py
+        from trainrepro.analysis.bn_alpha import main as bn_alpha_main
 
         sys.exit(bn_alpha_main(args[1:]))
     if args[:1] == ["plan"]:  # `trainrepro plan ...` is `trainrepro ... +plan=true`
@@ -183,7 +113,7 @@ def main() -> None:
         if plan:
             if {"-m", "--multirun"} & set(args):
                 raise ConfigError("plan", plan, "previews one run; drop -m/--multirun")
-            from trainrepro.plan import print_plan
+            from trainrepro.engine.plan import print_plan
 
             print_plan(cfg)
             return

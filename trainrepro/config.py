@@ -1,6 +1,10 @@
-"""Turn a config group node into a call of the flat builder function it names.
+"""Config composition and the flat builders that configs name.
 
-Every group option is a YAML file with ``_target_`` (a dotted path to a builder function),
+Composition: ``CONF_DIR`` holds the Hydra groups; :func:`check_overrides` checks command-line
+overrides (unknown group option or key -> one ConfigError naming it) and :func:`compose`
+builds a config as ``python -m trainrepro`` would, for the CLI, preflight, cv and benchmarks.
+
+Builders: every group option is a YAML file with ``_target_`` (a dotted path to a builder function),
 an optional ``name`` (the option's label, kept for plots and tables) and the builder's keyword
 arguments. The builder receives plain Python values, never a ``DictConfig``.
 """
@@ -10,13 +14,88 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from trainrepro.errors import ConfigError
 
 META_KEYS = ("_target_", "name")
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # next to the package: editable install
+CONFIG_NAME = "config"
+
+
+def groups() -> list[str]:
+    """The config groups (folders of conf/)."""
+    return sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir())
+
+
+def options(group: str) -> list[str]:
+    """The options of ``group``, as a command line names them (``gn/bn`` for nested ones)."""
+    root = CONF_DIR / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def check_overrides(args: list[str]) -> DictConfig:
+    """Raise ConfigError for an unknown group option or key among command-line overrides.
+
+    Returns the config composed with the first value of every swept key.
+    """
+    overrides = [a for a in args if not a.startswith("-") and "=" in a]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise ConfigError("override", " ".join(overrides), first_line(e)) from None
+    group_names = groups()
+    first_values = []
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+        else:
+            values = [o.get_value_element_as_str()]
+        if key in group_names and not o.is_delete():
+            for value in _selected_options(o):
+                if not (CONF_DIR / key / f"{value}.yaml").is_file():
+                    valid = ", ".join(options(key))
+                    raise ConfigError(key, value, f"unknown option; valid: {valid}")
+        if not key.startswith("hydra"):
+            first_values.append(f"{o.get_key_element()}={values[0]}" if values else o.input_line)
+    return compose(first_values)
+
+
+def _selected_options(o: Override) -> list[str]:
+    """The group options an override names; a list value (``+callbacks=[a,b]``) names several."""
+    values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+    return [str(v) for value in values for v in (value if isinstance(value, list) else [value])]
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose one config, so an unknown key fails here with Hydra's reason on one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        cause = f" ({first_line(e.__cause__)})" if e.__cause__ else ""
+        raise ConfigError("override", " ".join(overrides), first_line(e) + cause) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def first_line(e: BaseException) -> str:
+    """The first two non-empty lines of an exception's message, joined: one line for a user."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(e).__name__
 
 
 def resolve_target(path: str, key: str) -> Callable[..., Any]:

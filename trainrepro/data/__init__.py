@@ -1,4 +1,6 @@
-"""Datasets (conf/dataset/) and the seeded batch loaders the trainer iterates."""
+"""Datasets (conf/dataset/) and the seeded batch loaders the trainer iterates: sources (files
+on disk), splits (stratified train/val/test), loaders (on-device and streaming), synthetic
+shapes. Imports only config and errors."""
 
 from __future__ import annotations
 

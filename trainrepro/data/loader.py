@@ -138,7 +138,8 @@ class DeviceLoader(_Pipeline):
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Normalized float32 [B,C,H,W] and int64 labels; ``start_batch`` skips ahead cheaply
         (e.g. a mid-epoch resume) and leaves the remaining batches unchanged. ``shard=(rank,
-        world)`` yields only that rank's contiguous slice of each batch (trainrepro.distributed)."""
+        world)`` yields only that rank's contiguous slice of each batch
+        (trainrepro.engine.distributed)."""
         nb = self.num_batches(batch_size, drop_last)
         order = self._order(epoch, shuffle).to(self.device)
         draws = self._draws(epoch)

@@ -1,7 +1,8 @@
 """Image classifiers; each takes its normalization layers from a ``NormFactory``.
 
 Builders share the runtime keywords ``num_classes``, ``in_channels``, ``image_size`` and
-``norm_layer`` (see trainrepro.norms), plus their own options from conf/model/<name>.yaml.
+``norm_layer`` (see trainrepro.norms.factory), plus their own options from conf/model/<name>.yaml.
+Imports norms (and config, errors); nothing of the engine.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from trainrepro.errors import ConfigError
-from trainrepro.norms import NormFactory
+from trainrepro.norms.factory import NormFactory
 
 
 def feature_size(image_size: int) -> int:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from trainrepro.errors import ConfigError
-from trainrepro.norms import NormFactory
+from trainrepro.norms.factory import NormFactory
 
 # (expansion t, output channels c, repeats n, first stride s): the paper's Table 2, with the
 # CIFAR change of the second stage's stride from 2 to 1.

@@ -6,7 +6,8 @@ channels at strides 1, 2, 2).
 Every residual block computes h_{i+1} = h_i + alpha * f_i(h_i / beta_i), where beta_i is the
 analytic expected std of h_i at initialization: Var(h_{i+1}) = Var(h_i) + alpha^2. f_i is a
 pre-activation basic block, gamma-ReLU -> 3x3 Scaled-WS conv -> gamma-ReLU -> 3x3 Scaled-WS conv
-(trainrepro/scaled_ws.py). A transition block (stride 2 or a change of width) takes its shortcut
+(trainrepro/norms/scaled_ws.py).
+A transition block (stride 2 or a change of width) takes its shortcut
 from the *normalized* input, a 1x1 Scaled-WS conv of relu(h_i / beta_i), so the expected variance
 restarts at 1 after it; as DeepMind's code (nfnets/nf_resnet.py, ``NF_ResNet``) the expected std
 is reset after the first block of every stage ("still give it 1 block of growth"), which for the
@@ -25,8 +26,8 @@ import torch
 from torch import nn
 
 from trainrepro.errors import ConfigError
-from trainrepro.norms import NORMS, NoNormFactory, NormFactory
-from trainrepro.scaled_ws import GammaReLU, ScaledStdConv2d
+from trainrepro.norms.factory import NORMS, NoNormFactory, NormFactory
+from trainrepro.norms.scaled_ws import GammaReLU, ScaledStdConv2d
 
 WIDTHS = (16, 32, 64)
 STRIDES = (1, 2, 2)

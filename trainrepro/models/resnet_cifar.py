@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainrepro.errors import ConfigError
-from trainrepro.norms import NormFactory
+from trainrepro.norms.factory import NormFactory
 
 SHORTCUTS = ("A", "B")
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from trainrepro.errors import ConfigError
-from trainrepro.norms import NormFactory
+from trainrepro.norms.factory import NormFactory
 
 
 def _is_int(value: object) -> bool:

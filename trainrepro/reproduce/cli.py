@@ -23,11 +23,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from trainrepro.engine.runner import RunSpec, dry_run_lines, run_all
 from trainrepro.errors import ConfigError
 from trainrepro.reproduce.data import RUNS_CSV, results
 from trainrepro.reproduce.paper import Paper, Profile
 from trainrepro.reproduce.preflight import preflight_errors
-from trainrepro.reproduce.runner import RunSpec, dry_run_lines, run_all
 
 
 def run_specs(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from trainrepro.analysis import collect
+from trainrepro.analysis.curves import collect
 from trainrepro.errors import ConfigError
 from trainrepro.reproduce.paper import Paper, Results
 

@@ -32,3 +32,24 @@ def loss_and_accuracy(
     axes[1].legend(fontsize=8)
     fig.suptitle(title)
     return save(fig, prefix, tight=True)
+
+
+def signal_propagation(df: pd.DataFrame, prefix: Path) -> list[Path]:
+    """Fig. 1's two panels (log scale): average squared channel mean and channel variance."""
+    fig = MplFigure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for i, (label, sub) in enumerate(df.groupby("variant", sort=False)):
+        for ax, col in zip(axes, ("avg_sq_mean", "avg_var"), strict=True):
+            ax.plot(sub["block"], sub[col], marker=".", color=f"C{i}", label=label)
+    axes[0].set(ylabel="average squared channel mean", yscale="log", xlabel="residual block")
+    axes[1].set(ylabel="average channel variance", yscale="log", xlabel="residual block")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    depth = int(df["depth"].iloc[0]) if "depth" in df else None
+    batch = int(df["batch"].iloc[0]) if "batch" in df else None
+    fig.suptitle(
+        f"Signal propagation at initialization (Brock et al. 2021a, Fig. 1), CIFAR ResNet-{depth}, "
+        f"N(0,1) batch of {batch}"
+    )
+    return save(fig, prefix)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from trainrepro.engine.runner import RunSpec
 from trainrepro.errors import ConfigError
-from trainrepro.reproduce.runner import RunSpec
 
 
 def dataset_error(dataset: DictConfig) -> str | None:
@@ -43,16 +43,16 @@ def dataset_error(dataset: DictConfig) -> str | None:
 
 def preflight_errors(specs: Sequence[RunSpec]) -> list[str]:
     """One message per distinct problem. Every run's config is composed and given the checks
-    that need no data (trainrepro.build.check_config: a bad key of any one run stops them all
+    that need no data (trainrepro.engine.build.check_config: a bad key of any one run stops them all
     before the first starts); each preset's dataset is looked for once."""
-    from trainrepro.build import check_config
-    from trainrepro.cli import _compose
+    from trainrepro.config import compose
+    from trainrepro.engine.build import check_config
 
     seen: set[str] = set()
     runs_of: dict[str, list[str]] = {}  # problem -> the run dirs that have it
     for run_dir, overrides in specs:
         try:
-            cfg = _compose(list(overrides))
+            cfg = compose(list(overrides))
             check_config(cfg)
         except ConfigError as e:
             runs_of.setdefault(str(e), []).append(str(run_dir))

@@ -66,7 +66,7 @@ def _run_environment(res: Results) -> list[str]:
 
 
 def _provenance(res: Results, command: str, run_seconds: float | None) -> list[str]:
-    from trainrepro.records import git_revision, versions
+    from trainrepro.engine.records import git_revision, versions
 
     final = res.final()
     counts = final["status"].value_counts().to_dict()

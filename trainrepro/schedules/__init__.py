@@ -8,7 +8,8 @@ Each builder matches one ``conf/schedule/<name>.yaml``; runtime kwargs ``lr``, `
 keys, applied by the ``Warmup`` wrapper, and the same batch-scaling keys (``scale_batch_with``,
 ``reference_lr``, ``reference_momentum``; Smith et al. 2018, Sec. 5), which pick the schedule's
 initial batch size by ``scaled_batch_size``, and the linear lr-scaling keys of Goyal et al.
-(2017; ``scale_lr_with_batch``, ``reference_batch``), lr x B / reference_batch.
+(2017; ``scale_lr_with_batch``, ``reference_batch``), lr x B / reference_batch. ``noise`` holds
+the SGD noise scale these rules keep constant. Imports only config and errors.
 """
 
 from trainrepro.schedules.builders import (

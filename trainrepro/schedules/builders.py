@@ -13,7 +13,6 @@ from typing import Any
 
 from trainrepro.config import check_kwargs
 from trainrepro.errors import ConfigError, check_bool, check_int, check_number
-from trainrepro.noise import scaled_batch_size
 from trainrepro.schedules.curves import (
     CYCLIC_MODES,
     SGDR,
@@ -26,6 +25,7 @@ from trainrepro.schedules.curves import (
     Step,
     Warmup,
 )
+from trainrepro.schedules.noise import scaled_batch_size
 
 # ---------------------------------------------------------------- validation
 _Runtime = tuple[float, int, float | None, int]

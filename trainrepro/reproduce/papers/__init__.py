@@ -1,4 +1,5 @@
-"""Every declared paper, by name: ``trainrepro reproduce <name>`` and the tests read this."""
+"""Every declared paper, by name: ``trainrepro reproduce <name>`` and the tests read this.
+Each module imports the reproduce types and whatever layer below it measures with."""
 
 from __future__ import annotations
 

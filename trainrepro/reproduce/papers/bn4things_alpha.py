@@ -1,5 +1,6 @@
 """Inference example weighting for the bn4things report (Summers & Dinneen 2020, Sec. 3): no
-run of its own. bn-alpha (trainrepro/bn_alpha.py) runs on each finished baseline and combined
+run of its own. bn-alpha
+(trainrepro/analysis/bn_alpha.py) runs on each finished baseline and combined
 run, alpha picked on its validation split; the rows are kept in ``bn_alpha.csv`` beside
 runs.csv, each with the SHA-256 of the checkpoint it came from, so a row is computed once per
 checkpoint and again when a run directory holds a different one.
@@ -20,7 +21,7 @@ EW_PRESETS = ("baseline", "combined")
 
 
 def _alpha_rows(run_root: Path, run: str) -> list[dict[str, object]]:
-    from trainrepro.bn_alpha import bn_alpha
+    from trainrepro.analysis.bn_alpha import bn_alpha
 
     rep = bn_alpha(run_root / run, list(ALPHAS))
     base = {

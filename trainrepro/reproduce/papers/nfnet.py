@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from trainrepro.reproduce.data import save
-from trainrepro.reproduce.figures import loss_and_accuracy
+from trainrepro.reproduce.figures import loss_and_accuracy, signal_propagation
 from trainrepro.reproduce.paper import (
     FAIL,
     NOT_CHECKED,
@@ -101,7 +101,7 @@ def prepare(res: Results) -> None:
         res.extras["spp"] = pd.read_csv(saved)
         res.notes.append(f"Signal propagation: read from `{SPP_FILE}` (delete it to recompute).")
     else:
-        from trainrepro.signal_prop import measure
+        from trainrepro.instruments.signal_prop import measure
 
         spp = measure(SPP_DEPTH, batch=32)
         res.out.mkdir(parents=True, exist_ok=True)
@@ -267,10 +267,8 @@ CLAIMS = (
 # ---------------------------------------------------------------- figures
 def plot_spp(res: Results, prefix: Path) -> object:
     """Fig. 1 at CIFAR scale, from the SPP rows (no runs needed)."""
-    from trainrepro.signal_prop import plot
-
     spp = res.extras.get("spp")
-    return None if spp is None else plot(spp, prefix)
+    return None if spp is None else signal_propagation(spp, prefix)
 
 
 def plot_stability(res: Results, prefix: Path) -> object:

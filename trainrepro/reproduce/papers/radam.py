@@ -126,7 +126,7 @@ def prepare(res: Results) -> None:
 
 def distortion(run_dir: Path) -> dict[str, float]:
     """How far the median of log10|g| moves over the first updates (Figure 2's distortion)."""
-    from trainrepro.grad_hist import histogram_summary
+    from trainrepro.instruments.grad_hist import histogram_summary
 
     hist = histogram_summary(run_dir / "grad_hist.pt")
     first = hist.iloc[0]
@@ -305,7 +305,7 @@ def plot_histograms(res: Results, prefix: Path) -> object:
 
 def plot_rectification(res: Results, prefix: Path) -> object:
     """RAdam's r_t and rho_t against the step (no runs needed)."""
-    from trainrepro.adaptive import RHO_THRESHOLD
+    from trainrepro.optim.adaptive import RHO_THRESHOLD
 
     return load_script("plot_rectification").plot([0.99, 0.999], 5000, RHO_THRESHOLD, str(prefix))
 

@@ -125,9 +125,8 @@ def planned_full_updates(preset: str) -> int | None:
     from hydra.core.global_hydra import GlobalHydra
     from torch import nn
 
-    from trainrepro.build import epoch_batch_sizes, make_schedule
-    from trainrepro.cli import CONF_DIR
-    from trainrepro.config import instantiate
+    from trainrepro.config import CONF_DIR, instantiate
+    from trainrepro.engine.build import epoch_batch_sizes, make_schedule
 
     if not (CONF_DIR / "experiment" / "smith18" / f"{preset}.yaml").is_file():
         return None

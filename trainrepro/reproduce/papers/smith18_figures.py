@@ -62,7 +62,7 @@ def panels(x: str) -> list[tuple[str, list[str], str]]:
 
 def _curves(df: pd.DataFrame, x: str, metric: str) -> dict[str, pd.DataFrame]:
     """Per preset: mean/min/max of ``metric`` over its runs at each epoch, against mean ``x``."""
-    from trainrepro.analysis import aggregate_curves
+    from trainrepro.analysis.curves import aggregate_curves
 
     agg = aggregate_curves(df, x=x, metrics=[metric], group_by=["preset"])
     return {

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
-from trainrepro.cv import fold_overrides, point_name
+from trainrepro.analysis.cv import fold_overrides, point_name
 from trainrepro.reproduce.data import save
 from trainrepro.reproduce.paper import (
     FAIL,

@@ -1,0 +1,232 @@
+"""``make bench``: how fast training runs, measured as ratios within one run.
+
+Three sections, each selectable with ``--sections``:
+
+- variants: a full update (forward, backward, SGD step) of each model under fp32,
+  channels_last, bf16 autocast, both, and torch.compile (``--variants``): images/s, speed-up
+  over fp32 (median of per-round ratios, the variants interleaved), GFLOP/s achieved (one
+  update's FLOPs from FlopCounterMode) and compile time (trainrepro.bench.speed);
+- trainer: the trainer's update path against a bare PyTorch loop on the same model and
+  batches (trainrepro.bench.speed.bench_trainer; ≥ 0.95 means the trainer costs ≤ 5%);
+- pipeline: this project's on-device data path against torchvision transforms in DataLoader
+  workers (trainrepro.bench.pipeline).
+
+Ratios, not absolute numbers, are what carry between machines, and between moments on a
+machine shared with other jobs: the load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from trainrepro.bench.accuracy import DEFAULT_OVERRIDES, bench_accuracy, print_accuracy
+from trainrepro.bench.pipeline import bench_pipeline
+from trainrepro.bench.speed import (
+    DEFAULT_VARIANTS,
+    MODELS,
+    VARIANTS,
+    bench_trainer,
+    bench_variants,
+)
+from trainrepro.data.splits import DataSplits
+
+SECTIONS = ("variants", "trainer", "pipeline", "accuracy")
+DEFAULT_SECTIONS = ("variants", "trainer", "pipeline")  # accuracy: minutes per run, on request
+DEFAULT_MODELS = ("wrn16-4", "resnet20", "lenet5")
+DEFAULT_PIPELINE_MODELS = ("lenet5", "resnet20")
+
+
+def load_data(root: str | None, train_size: int = 10000) -> tuple[DataSplits, list[str]]:
+    """Real CIFAR-10 training images when ``root`` holds them, else synthetic ones; returns
+    the data and the dataset overrides that give the same data to a composed config."""
+    from trainrepro.data.builders import cifar10, synthetic
+    from trainrepro.errors import ConfigError
+
+    if root:
+        try:
+            data = cifar10(root=root, train_size=train_size)
+            return data, [
+                "dataset=cifar10",
+                f"dataset.root={root}",
+                f"dataset.train_size={train_size}",
+            ]
+        except ConfigError as e:
+            print(f"note: {e}")
+    print("note: no CIFAR-10 found (set TRAINREPRO_DATA); benchmarking on synthetic images")
+    data = synthetic(num_train=train_size, num_test=1000)
+    return data, ["dataset=synthetic", f"dataset.num_train={train_size}", "dataset.num_test=1000"]
+
+
+def _csv(value: str, valid, what: str, parser: argparse.ArgumentParser) -> list[str]:
+    items = [v for v in value.split(",") if v]
+    unknown = [v for v in items if v not in valid]
+    if unknown:
+        parser.error(f"--{what}: unknown {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return items
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def print_variants(rows: list[dict]) -> None:
+    print(
+        f"\n{'model':<13} {'variant':<16} {'images/s':>9} {'x fp32':>7} {'GFLOP/s':>8} "
+        f"{'compile s':>9}   (median over interleaved windows)"
+    )
+    last = None
+    for r in rows:
+        model = r["model"] if r["model"] != last else ""
+        last = r["model"]
+        compile_s = f"{r['compile_s']:.0f}" if r["compile_s"] is not None else ""
+        print(
+            f"{model:<13} {r['variant']:<16} {r['images_per_s']:>9.1f} "
+            f"{r['speedup_vs_fp32']:>6.2f}x {r['gflop_per_s']:>8.1f} {compile_s:>9}"
+        )
+    per_model = {r["model"]: r["gflop_per_step"] for r in rows}
+    print(
+        "GFLOP per update (forward + backward, FlopCounterMode): "
+        + ", ".join(f"{m} {g:.2f}" for m, g in per_model.items())
+    )
+
+
+def print_trainer(rows: list[dict]) -> None:
+    print(f"\n{'model':<13} {'trainer':>9} {'bare loop':>10} {'ratio':>7}   (images/s, fp32)")
+    for r in rows:
+        print(
+            f"{r['model']:<13} {r['trainer_images_per_s']:>9.1f} {r['bare_images_per_s']:>10.1f} "
+            f"{r['trainer_vs_bare']:>6.3f}"
+        )
+
+
+def print_pipeline(rows: list[dict]) -> None:
+    print(f"\n{'model':<13} {'device path':>12} {'DataLoader':>11} {'ratio':>7}   (images/s, fp32)")
+    for r in rows:
+        print(
+            f"{r['model']:<13} {r['device_images_per_s']:>12.1f} "
+            f"{r['dataloader_images_per_s']:>11.1f} {r['ratio']:>6.2f}x"
+        )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=", ".join(SECTIONS))
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=", ".join(MODELS))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=", ".join(VARIANTS))
+    parser.add_argument(
+        "--pipeline-models", default=",".join(DEFAULT_PIPELINE_MODELS), help=", ".join(MODELS)
+    )
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per variant")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="updates per window (default: as many as fill --window-seconds; pipeline: 10)",
+    )
+    parser.add_argument("--window-seconds", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--train-size", type=int, default=10000)
+    parser.add_argument("--data", default=os.environ.get("TRAINREPRO_DATA"))
+    parser.add_argument(
+        "--accuracy-variants",
+        default="fp32,bf16+cl",
+        help="the accuracy section's runs, in order (the first is the reference)",
+    )
+    parser.add_argument(
+        "--accuracy-overrides",
+        default=" ".join(DEFAULT_OVERRIDES),
+        help="config overrides of the accuracy runs (the dataset comes from --data)",
+    )
+    parser.add_argument(
+        "--accuracy-dir", type=Path, help="run dirs (default runs/bench-accuracy/<now>)"
+    )
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    sections = _csv(args.sections, SECTIONS, "sections", parser)
+    models = _csv(args.models, MODELS, "models", parser)
+    variants = _csv(args.variants, VARIANTS, "variants", parser)
+    pipeline_models = _csv(args.pipeline_models, MODELS, "pipeline-models", parser)
+    accuracy_variants = _csv(args.accuracy_variants, VARIANTS, "accuracy-variants", parser)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    data, dataset_overrides = load_data(args.data, args.train_size)
+    meta = {
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "device": str(device),
+        "data": data.name,
+        "batch_size": args.batch_size,
+        "windows": args.windows,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_average_before": os.getloadavg(),
+    }
+    print(
+        f"data: {data.name}, {len(data.train.labels)} train images; device: {device}; "
+        f"batch {args.batch_size}; {args.windows} windows; torch threads: "
+        f"{torch.get_num_threads()}; load average {_load()} on {os.cpu_count()} cores"
+    )
+    timing = dict(
+        device=device,
+        batch_size=args.batch_size,
+        windows=args.windows,
+        steps=args.steps,
+        window_seconds=args.window_seconds,
+    )
+    started = time.perf_counter()
+    results: dict[str, list[dict]] = {}
+    if "variants" in sections:
+        rows = []
+        for name in models:
+            rows += bench_variants(name, data, variants, **timing)
+        results["variants"] = rows
+        print_variants(rows)
+    if "trainer" in sections:
+        results["trainer"] = [bench_trainer(m, dataset_overrides, **timing) for m in models]
+        print_trainer(results["trainer"])
+    if "pipeline" in sections:
+        results["pipeline"] = [
+            bench_pipeline(
+                m,
+                data,
+                device=device,
+                batch_size=args.batch_size,
+                windows=args.windows,
+                steps=args.steps or 10,
+                workers=args.workers,
+            )
+            for m in pipeline_models
+        ]
+        print_pipeline(results["pipeline"])
+    if "accuracy" in sections:
+        overrides = [*args.accuracy_overrides.split(), *dataset_overrides]
+        results["accuracy"] = bench_accuracy(overrides, accuracy_variants, args.accuracy_dir)
+        print_accuracy(results["accuracy"])
+    meta["load_average_after"] = os.getloadavg()
+    meta["seconds"] = time.perf_counter() - started
+    print(f"\n{meta['seconds']:.0f} s; load average now {_load()}")
+    out = {"meta": meta, **results}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

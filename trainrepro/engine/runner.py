@@ -1,0 +1,182 @@
+"""Run a list of trainrepro runs, a few at a time, restartably: the engine of `trainrepro
+reproduce` (and of `scripts/run_experiments.py`, its line-based command line).
+
+A run is a run directory and its overrides, one per line on the command line's input:
+
+    runs/radam-quick/adam/lr0.1/seed0  +experiment=radam/adam optimizer.lr=0.1 seed=0
+
+A run whose ``summary.json`` says completed or diverged is kept; one with a checkpoint is
+resumed (``resume=true``); any other is started afresh. A SIGTERM or SIGINT to the runner
+stops the runs in flight at a checkpoint (they resume on the next call) and starts no more.
+Each run's output goes to ``<run dir>.log``. Runs start in the order given (put the longest
+first) on ``--jobs`` workers; ``--threads`` sets each run's torch/OpenMP threads, so
+``--jobs 2 --threads 1`` fills two cores with no oversubscription. Exits 1 if any run failed,
+after the others have finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+from trainrepro.engine.checkpoint import FINISHED, run_state
+
+DONE = FINISHED
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+INTERRUPTED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT)
+RunSpec = tuple[Path, list[str]]  # (run dir, overrides)
+
+
+def say(message: str) -> None:
+    """One line in one write, so the lines of runs finishing together never interleave."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def parse_runs(lines: list[str]) -> list[RunSpec]:
+    """``(run dir, overrides)`` per non-empty, non-comment line; duplicate dirs are an error."""
+    runs = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        if words:
+            runs.append((Path(words[0]), words[1:]))
+    check_unique(runs)
+    return runs
+
+
+def check_unique(runs: Sequence[RunSpec]) -> None:
+    """Two runs in one directory would resume each other: refuse the list."""
+    seen: set[Path] = set()
+    for run_dir, _ in runs:
+        if run_dir in seen:
+            raise SystemExit(f"error: run directory {run_dir} is listed twice")
+        seen.add(run_dir)
+
+
+def status_of(run_dir: Path) -> str:
+    """``done``, ``resume`` or ``fresh``: what the runner will do with this directory (the
+    rule Hydra sweeps follow too, trainrepro.engine.checkpoint.run_state)."""
+    return run_state(run_dir)
+
+
+def dry_run_lines(runs: Sequence[RunSpec]) -> list[str]:
+    """What each run would do, one line each: ``<status> <run dir>  <overrides>``."""
+    return [f"{status_of(d):6} {d}  {shlex.join(o)}" for d, o in runs]
+
+
+class _Children:
+    """The runs in flight. A SIGTERM or SIGINT to the runner is passed to each of them once
+    (they checkpoint and exit 143 / 130) and no further run starts; each child has its own
+    session, so a Ctrl-C in the terminal reaches it only through here, never twice."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.procs: set[subprocess.Popen] = set()
+        self.signum: int | None = None
+
+    def forward(self, signum: int, frame: object) -> None:
+        with self.lock:
+            first = self.signum is None
+            self.signum = signum
+            procs = list(self.procs)
+        if first:
+            say(f"{signal.Signals(signum).name}: stopping {len(procs)} run(s) at a checkpoint")
+        for proc in procs:
+            proc.send_signal(signum)
+
+
+_children = _Children()
+
+
+def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
+    state = status_of(run_dir)
+    if state == "done":
+        say(f"{run_dir}: done, kept")
+        return True
+    if _children.signum is not None:
+        say(f"{run_dir}: not started (stopping)")
+        return False
+    if state == "fresh":
+        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    resume = state == "resume"
+    cmd = [sys.executable, "-m", "trainrepro", *overrides, f"resume={str(resume).lower()}"]
+    cmd += ["progress=false", f"hydra.run.dir={run_dir}"]
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    say(f"{run_dir}: started (resume={str(resume).lower()})")
+    start = time.monotonic()
+    log = run_dir.with_name(run_dir.name + ".log")
+    with log.open("a") as out:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out.write(f"== {stamp} {shlex.join(cmd)}\n")
+        out.flush()
+        with _children.lock:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            _children.procs.add(proc)
+        code = proc.wait()
+        with _children.lock:
+            _children.procs.discard(proc)
+    elapsed = time.monotonic() - start
+    if code in INTERRUPTED_CODES:
+        say(f"{run_dir}: interrupted after {elapsed:.0f} s; the same command resumes it")
+        return False
+    if code != 0:
+        say(f"{run_dir}: FAILED (exit {code}) after {elapsed:.0f} s, see {log}")
+        return False
+    say(f"{run_dir}: finished in {elapsed:.0f} s")
+    return True
+
+
+def run_all(runs: Sequence[RunSpec], jobs: int = 1, threads: int | None = None) -> int:
+    """Every run on ``jobs`` workers, in order; returns how many failed or were interrupted.
+
+    Called from the main thread, a SIGTERM or SIGINT stops the runs in flight at a checkpoint
+    and raises SystemExit(128 + signal) once they have.
+    """
+    check_unique(runs)
+    start = time.monotonic()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _children.forward) for s in STOP_SIGNALS} if in_main else {}
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            ok = list(pool.map(lambda r: run_one(r[0], r[1], threads), runs))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    failed = ok.count(False)
+    say(f"{len(runs)} runs ({failed} failed or interrupted) in {time.monotonic() - start:.0f} s")
+    if _children.signum is not None:
+        raise SystemExit(128 + _children.signum)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, help="file with one run per line (default: stdin)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run")
+    parser.add_argument("--dry-run", action="store_true", help="list what would happen")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs}: must be >= 1")
+    lines = (args.runs.read_text() if args.runs else sys.stdin.read()).splitlines()
+    runs = parse_runs(lines)
+    if args.dry_run:
+        print("\n".join(dry_run_lines(runs)))
+        return 0
+    return 1 if run_all(runs, args.jobs, args.threads) else 0
