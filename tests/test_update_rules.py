@@ -3,6 +3,7 @@ Orabona 2019), on a model small enough to compute every gradient by hand in the 
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -51,10 +52,14 @@ def grads_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.T
     return [p.grad.clone() for p in model.parameters()]
 
 
-def full_gradient(model: nn.Module, run: SimpleNamespace) -> list[torch.Tensor]:
+def full_gradient(
+    model: nn.Module, run: SimpleNamespace, epoch: int = 0, shuffle: bool = True
+) -> list[torch.Tensor]:
+    """The mean over an epoch's batches (as the trainer draws them) of the batch gradient."""
     model.zero_grad(set_to_none=True)
-    for x, y in run.train_loader.batches(0, B, shuffle=False, drop_last=False):
-        (F.cross_entropy(model(x), y, reduction="sum") / N).backward()
+    batches = list(run.train_loader.batches(epoch, B, shuffle=shuffle))
+    for x, y in batches:
+        (F.cross_entropy(model(x), y) / len(batches)).backward()
     return [p.grad.clone() for p in model.parameters()]
 
 
@@ -114,6 +119,55 @@ def test_svrg_snapshot_passes_leave_the_models_bn_statistics_alone():
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert run.rule.start_epoch(run, 1, B) == 0  # snapshot_every=2: no pass in epoch 1
+
+
+def class_ordered_run(bn_mode: str) -> SimpleNamespace:
+    """Image-folder order: 16 images of each of 3 classes in turn, each class its own mean
+    brightness, so BN statistics of a batch depend on which classes it holds."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(N // 3)
+    images = (labels.view(-1, 1, 1, 1) * 80 + torch.randint(0, 60, (N, 1, 4, 4), generator=g))
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(64, 3),
+    )  # fmt: skip
+    loader = DeviceLoader(
+        images.to(torch.uint8), labels, mean=[0.5], std=[0.25], device="cpu", augment=None,
+        seed=0,
+    )  # fmt: skip
+    opt = svrg(model, lr=0.05, snapshot_every=1, bn_mode=bn_mode)
+    return SimpleNamespace(
+        model=model, optimizer=opt, train_loader=loader, scaler=None, autocast_dtype=None,
+        device=torch.device("cpu"), rule=update_rule_for(opt, model),
+    )  # fmt: skip
+
+
+def relative_gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    diff = sum(float((x - y).pow(2).sum()) for x, y in zip(a, b, strict=True)) ** 0.5
+    return diff / sum(float(y.pow(2).sum()) for y in b) ** 0.5
+
+
+@pytest.mark.parametrize("bn_mode", ["train", "eval"])
+def test_svrg_full_gradient_is_the_mean_of_the_epochs_snapshot_gradients(bn_mode):
+    """Johnson & Zhang's estimator g_i(w) - g_i(w~) + mu~ is unbiased only if mu~ is the mean
+    of g_i(w~) over the batches the updates draw. On class-ordered data with BN in train mode,
+    a pass over unshuffled chunks (the bug this guards against) is far from that mean."""
+    run = class_ordered_run(bn_mode)
+    epoch = 3
+    before = copy.deepcopy(run.model.state_dict())
+    assert run.rule.start_epoch(run, epoch, B) == N
+    snapshot = copy.deepcopy(run.model).train(bn_mode == "train")
+    epoch_mean = full_gradient(snapshot, run, epoch)
+    assert relative_gap(run.rule.mu, epoch_mean) < 1e-5
+    unshuffled = full_gradient(copy.deepcopy(run.model).train(bn_mode == "train"), run, epoch,
+                               shuffle=False)  # fmt: skip
+    if bn_mode == "train":  # one class per chunk: the old pass, biased
+        assert relative_gap(unshuffled, epoch_mean) > 0.1
+    else:  # running statistics: the order cannot matter
+        assert relative_gap(unshuffled, epoch_mean) < 1e-5
+    for k, v in run.model.state_dict().items():  # the pass left the model's statistics alone
+        assert torch.equal(v, before[k]), k
 
 
 def test_svrg_counts_gradient_evaluations_in_metrics(tmp_path):

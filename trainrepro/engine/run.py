@@ -75,7 +75,9 @@ class Callback:
 class UpdateRule:
     """Base class: one gradient per update at the current parameters (see the module doc)."""
 
-    def start_epoch(self, run: Run, epoch: int, batch_size: int) -> int:
+    def start_epoch(
+        self, run: Run, epoch: int, batch_size: int, max_micro_batch: int | None = None
+    ) -> int:
         """Work at an epoch's start; returns the gradient evaluations it spent."""
         return 0
 

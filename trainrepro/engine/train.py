@@ -230,7 +230,7 @@ def _train_epoch(
     start = time.perf_counter()
 
     if progress.batch == 0:  # not again when resuming inside the epoch
-        progress.grad_evals += run.rule.start_epoch(run, epoch, batch_size)
+        progress.grad_evals += run.rule.start_epoch(run, epoch, batch_size, cfg.max_micro_batch)
     model.train()
     world = distributed.world()
     # Under torchrun each rank sums its own slices; rank 0 also carries the totals so far, so

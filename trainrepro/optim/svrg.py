@@ -6,15 +6,17 @@ full training-set gradient mu~; each update then applies
 
 with g_i both gradients on the same batch (and the same augmentation), as plain SGD
 (optionally with momentum, as Defazio & Bottou 2019's ``recompute_svrg`` does). Gradient
-evaluations: N for each full pass, 2B per update of batch B.
+evaluations: N for each full pass (the images of the epoch's full batches), 2B per update
+of batch B. mu~ is the mean over those batches of the batch-mean gradient.
 
 Batch norm (the report's hypothesis is that it biases SVRG): ``bn_mode`` says which statistics
 the snapshot normalizes with, for its full gradient and its per-batch gradients alike, so that
 g_i(w~) - mu~ has mean zero over the batches of an epoch:
 
-- ``train`` (default, Defazio & Bottou's standard): the batch's own statistics, the full pass
-  in chunks of the training batch size. The snapshot keeps its own copy of the BN running
-  statistics, so the snapshot passes never touch the model's inference statistics.
+- ``train`` (default, Defazio & Bottou's standard): the batch's own statistics; the full pass
+  runs over the epoch's own batches, so each g_i(w~) there is the one the updates subtract.
+  The snapshot keeps its own copy of the BN running statistics, so the snapshot passes never
+  touch the model's inference statistics.
 - ``eval``: the running statistics the model had when the snapshot was taken (and no dropout).
 """
 
@@ -24,12 +26,11 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainrepro.errors import ConfigError, check_int, check_number
 from trainrepro.optim.params import check_common, param_groups
-from trainrepro.optim.update_rules import UpdateRule, autocast, backward, trainable
+from trainrepro.optim.update_rules import UpdateRule, backward, trainable
 
 if TYPE_CHECKING:
     from trainrepro.engine.run import Run
@@ -64,7 +65,9 @@ class SVRGRule(UpdateRule):
     def _mode(self) -> nn.Module:
         return self.snapshot.train(self.bn_mode == "train")
 
-    def start_epoch(self, run: Run, epoch: int, batch_size: int) -> int:
+    def start_epoch(
+        self, run: Run, epoch: int, batch_size: int, max_micro_batch: int | None = None
+    ) -> int:
         if run.scaler is not None:
             raise ConfigError("precision", "fp16", "svrg does not support fp16 loss scaling")
         if epoch % self.snapshot_every:
@@ -73,14 +76,18 @@ class SVRGRule(UpdateRule):
         taken = copy.deepcopy(self.snapshot.state_dict())
         snap = self._mode()
         snap.zero_grad(set_to_none=True)
-        n = len(run.train_loader)
-        for x, y in run.train_loader.batches(epoch, batch_size, shuffle=False, drop_last=False):
-            with autocast(run):
-                loss = F.cross_entropy(snap(x), y, reduction="sum") / n
-            loss.backward()
-        self.mu = [_grad(p) for p in trainable(snap)]
+        # mu~ is the mean of g_i(w~) over the very batches this epoch's updates draw (same
+        # order, same augmentation, same micro-batches), so g_i(w) - g_i(w~) + mu~ is unbiased
+        # even when batch statistics depend on which images share a batch: image folders are
+        # stored class by class, and an unshuffled pass would normalize one class at a time.
+        n_batches = evals = 0
+        for x, y in run.train_loader.batches(epoch, batch_size):
+            backward(run, snap, x, y, max_micro_batch)
+            n_batches += 1
+            evals += len(y)
+        self.mu = [_grad(p) / max(n_batches, 1) for p in trainable(snap)]
         self.snapshot.load_state_dict(taken)  # the pass moved the BN running statistics
-        return n
+        return evals
 
     def gradients(
         self, run: Run, x: Tensor, y: Tensor, max_micro_batch: int | None

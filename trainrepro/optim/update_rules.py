@@ -5,8 +5,9 @@ SVRG (trainrepro.optim.svrg) a second gradient on the same batch at a snapshot p
 gradient now and then, STORM (trainrepro.optim.storm) a second gradient on the same batch at the
 previous iterate. Each is an :class:`UpdateRule`; the trainer calls, in order,
 
-- ``start_epoch(run, epoch, batch_size)`` at the start of each epoch (not again when a run
-  resumes inside it), returning the gradient evaluations it spent (SVRG's full pass: N);
+- ``start_epoch(run, epoch, batch_size, max_micro_batch)`` at the start of each epoch (not again
+  when a run resumes inside it), returning the gradient evaluations it spent (SVRG's full
+  pass: N);
 - ``gradients(run, x, y, max_micro_batch)`` once per update, which leaves in each ``p.grad``
   what the optimizer's ``step()`` is to apply and returns the batch's logits and mean loss
   (at the current parameters) and the gradient evaluations spent, counted per example;
