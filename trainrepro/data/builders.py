@@ -16,11 +16,10 @@ import torch
 from trainrepro.data import sources
 from trainrepro.data.splits import (
     SPLIT_SEED,
-    DataSplits,
     FileImageSet,
     ImageSet,
-    check_common,
-    finish,
+    Loaded,
+    dataset_builder,
     stratified_split,
 )
 
@@ -81,16 +80,8 @@ def _same_classes(train: list[str], other: list[str], key: str, value: object) -
         )
 
 
-def _cifar(
-    name: str, root: str, download: bool, cache_dir: str | None, **common: object
-) -> DataSplits:
+def _cifar(name: str, root: str, download: bool, cache_dir: str | None) -> Loaded:
     pickle_dir, folder_name, num_classes, reader = _CIFAR[name]
-    check_common(
-        **{
-            k: common[k]
-            for k in ("train_size", "val_fraction", "crop_padding", "augment", "folds", "fold")
-        }
-    )
     base = _root(root)
     pickles, folder = base / pickle_dir, base / folder_name
     if not pickles.is_dir() and not (folder / "train").is_dir() and download:
@@ -126,75 +117,28 @@ def _cifar(
             f": looked for {looked}; set dataset.download=true or point "
             "dataset.root at the data",
         )
-    return finish(
+    return Loaded(
         name,
         ImageSet(xtr, ytr),
         ImageSet(xte, yte),
         num_classes=num_classes,
         in_channels=3,
         image_size=32,
-        notes=notes,
         classes=classes,
-        **common,
+        notes=notes,
     )
 
 
-def cifar10(
-    *,
-    root: str,
-    download: bool = False,
-    train_size: int | None = None,
-    val_fraction: float = 0.0,
-    augment: bool = True,
-    crop_padding: int = 4,
-    hflip: bool = True,
-    cache_dir: str | None = None,
-    folds: int | None = None,
-    fold: int | None = None,
-) -> DataSplits:
+@dataset_builder()
+def cifar10(*, root: str, download: bool = False, cache_dir: str | None = None) -> Loaded:
     """CIFAR-10 (Krizhevsky 2009): 50k/10k 32x32 RGB images, 10 classes."""
-    return _cifar(
-        "cifar10",
-        root,
-        download,
-        cache_dir,
-        train_size=train_size,
-        val_fraction=val_fraction,
-        augment=augment,
-        crop_padding=crop_padding,
-        hflip=hflip,
-        folds=folds,
-        fold=fold,
-    )
+    return _cifar("cifar10", root, download, cache_dir)
 
 
-def cifar100(
-    *,
-    root: str,
-    download: bool = False,
-    train_size: int | None = None,
-    val_fraction: float = 0.0,
-    augment: bool = True,
-    crop_padding: int = 4,
-    hflip: bool = True,
-    cache_dir: str | None = None,
-    folds: int | None = None,
-    fold: int | None = None,
-) -> DataSplits:
+@dataset_builder()
+def cifar100(*, root: str, download: bool = False, cache_dir: str | None = None) -> Loaded:
     """CIFAR-100 (Krizhevsky 2009): 50k/10k 32x32 RGB images, 100 fine classes."""
-    return _cifar(
-        "cifar100",
-        root,
-        download,
-        cache_dir,
-        train_size=train_size,
-        val_fraction=val_fraction,
-        augment=augment,
-        crop_padding=crop_padding,
-        hflip=hflip,
-        folds=folds,
-        fold=fold,
-    )
+    return _cifar("cifar100", root, download, cache_dir)
 
 
 def _mnist_files(base: Path, prefix: str) -> tuple[Path, Path] | None:
@@ -223,33 +167,19 @@ def _read_mnist(files: tuple[Path, Path], root: str) -> ImageSet:
     return ImageSet(x, torch.from_numpy(labels.astype("int64")))
 
 
+@dataset_builder(augment=False, crop_padding=2, hflip=False)
 def mnist(
     *,
     root: str,
     download: bool = False,
-    train_size: int | None = None,
-    val_fraction: float = 0.0,
-    augment: bool = False,
-    crop_padding: int = 2,
-    hflip: bool = False,
     split_test_set: bool = False,
     split_test_train_size: int = 8000,
     cache_dir: str | None = None,
-    folds: int | None = None,
-    fold: int | None = None,
-) -> DataSplits:
+) -> Loaded:
     """MNIST (LeCun et al. 1998): 28x28 grey digits. ``split_test_set`` splits the 10k test set
     into train/test parts (stratified, fixed seed) for machines that only have t10k files.
     ``cache_dir`` is accepted for a uniform interface; IDX files are read directly."""
     del cache_dir
-    check_common(
-        train_size=train_size,
-        val_fraction=val_fraction,
-        crop_padding=crop_padding,
-        augment=augment,
-        folds=folds,
-        fold=fold,
-    )
     base = _root(root)
     train_files, test_files = _mnist_files(base, "train"), _mnist_files(base, "t10k")
     if download and (test_files is None or (train_files is None and not split_test_set)):
@@ -293,55 +223,26 @@ def mnist(
         )
     else:
         train = _read_mnist(train_files, root)
-    return finish(
-        "mnist",
-        train,
-        test,
-        num_classes=10,
-        in_channels=1,
-        image_size=28,
-        train_size=train_size,
-        val_fraction=val_fraction,
-        augment=augment,
-        crop_padding=crop_padding,
-        hflip=hflip,
-        notes=notes,
-        classes=[str(i) for i in range(10)],
-        folds=folds,
-        fold=fold,
-    )
+    digits = [str(i) for i in range(10)]
+    return Loaded("mnist", train, test, 10, 1, image_size=28, classes=digits, notes=notes)
 
 
+@dataset_builder()
 def imagefolder(
     *,
     root: str | None = None,
     train_dir: str = "train",
     test_dir: str = "test",
     image_size: int = 32,
-    train_size: int | None = None,
-    val_fraction: float = 0.0,
-    augment: bool = True,
-    crop_padding: int = 4,
-    hflip: bool = True,
     in_memory: str | bool = "auto",
     max_memory_gb: float = 8.0,
     cache_dir: str | None = None,
-    folds: int | None = None,
-    fold: int | None = None,
-) -> DataSplits:
+) -> Loaded:
     """Any class-per-folder tree (class index = sorted folder name), resized to image_size.
 
     ``in_memory``: auto (decode and cache when the uint8 array fits ``max_memory_gb``), true,
     or false (stream files through worker processes every epoch).
     """
-    check_common(
-        train_size=train_size,
-        val_fraction=val_fraction,
-        crop_padding=crop_padding,
-        augment=augment,
-        folds=folds,
-        fold=fold,
-    )
     if not isinstance(image_size, int) or image_size < 1:
         raise ConfigError("dataset.image_size", image_size, "must be a positive integer")
     mode = {"auto": "auto", "true": True, "false": False}.get(str(in_memory).lower())
@@ -375,20 +276,13 @@ def imagefolder(
             if mode == "auto"
             else f"{n:,} images streamed from disk (dataset.in_memory=false)"
         )
-    return finish(
+    return Loaded(
         base.name or "imagefolder",
         train,
         test,
         num_classes=len(train_list.classes),
         in_channels=3,
         image_size=image_size,
-        train_size=train_size,
-        val_fraction=val_fraction,
-        augment=augment,
-        crop_padding=crop_padding,
-        hflip=hflip,
-        notes=notes,
         classes=train_list.classes,
-        folds=folds,
-        fold=fold,
+        notes=notes,
     )

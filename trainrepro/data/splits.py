@@ -1,6 +1,7 @@
 """Dataset containers and the split logic shared by every dataset builder.
 
-Builders read a train and a test set, then :func:`finish` applies the common keys: a stratified
+Builders (each made by :func:`dataset_builder`) read a train and a test set, then :func:`finish`
+applies the common keys: a stratified
 ``train_size`` subset, a stratified ``val_fraction`` hold-out, per-channel mean/std from the
 (final) train split, and the augmentation recipe (pad-and-crop + horizontal flip, as used for
 CIFAR by He et al. 2016, "Deep Residual Learning", and Zagoruyko & Komodakis 2016, "Wide
@@ -9,9 +10,13 @@ Residual Networks").
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 
@@ -229,16 +234,9 @@ def finish(
     folds: int | None = None,
     fold: int | None = None,
 ) -> DataSplits:
-    """Apply train_size, val_fraction or folds/fold, channel statistics and augmentation."""
+    """Apply train_size, val_fraction or folds/fold, channel statistics and augmentation; the
+    keys are checked by :func:`check_common` before (``dataset_builder`` does, before reading)."""
     notes = list(notes or [])
-    check_common(
-        train_size=train_size,
-        val_fraction=val_fraction,
-        crop_padding=crop_padding,
-        augment=augment,
-        folds=folds,
-        fold=fold,
-    )
     if train_size is not None:
         if train_size > len(train):
             raise ConfigError(
@@ -303,6 +301,61 @@ def finish(
         notes=notes,
         classes=list(classes or []),
     )
+
+
+class Loaded(NamedTuple):
+    """What a dataset builder read: :func:`finish`'s arguments but the shared keys."""
+
+    name: str
+    train: AnyImageSet
+    test: AnyImageSet
+    num_classes: int
+    in_channels: int
+    image_size: int
+    classes: list[str]
+    notes: list[str] | None = None
+
+
+def dataset_builder(
+    *, augment: bool = True, crop_padding: int = 4, hflip: bool = True
+) -> Callable[[Callable[..., Loaded]], Callable[..., DataSplits]]:
+    """Make ``read(*, <own keys>) -> Loaded`` a conf/dataset builder that also takes the keys
+    every dataset shares (``augment``, ``crop_padding`` and ``hflip`` with the defaults given).
+
+    The builder's signature, read by ``check_kwargs``, is ``read``'s keys then the shared ones;
+    it checks the shared keys (:func:`check_common`) before ``read`` reads anything, and applies
+    them to what it read with :func:`finish`.
+    """
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, default, kind in (
+            ("train_size", None, "int | None"),
+            ("val_fraction", 0.0, "float"),
+            ("augment", augment, "bool"),
+            ("crop_padding", crop_padding, "int"),
+            ("hflip", hflip, "bool"),
+            ("folds", None, "int | None"),
+            ("fold", None, "int | None"),
+        )
+    ]
+
+    def decorate(read: Callable[..., Loaded]) -> Callable[..., DataSplits]:
+        own = list(inspect.signature(read).parameters.values())
+        signature = inspect.Signature([*own, *shared], return_annotation="DataSplits")
+
+        @functools.wraps(read)
+        def build(**kwargs: Any) -> DataSplits:
+            bound = signature.bind(**kwargs)  # a TypeError for a missing or unknown key
+            bound.apply_defaults()
+            args = bound.arguments
+            common = {p.name: args.pop(p.name) for p in shared}
+            check_common(**{k: v for k, v in common.items() if k != "hflip"})
+            return finish(**read(**args)._asdict(), **common)
+
+        build.__signature__ = signature  # type: ignore[attr-defined]
+        return build
+
+    return decorate
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from trainrepro.data.splits import DataSplits, ImageSet, check_common, derive_seed, finish
+from trainrepro.data.splits import ImageSet, Loaded, dataset_builder, derive_seed
 from trainrepro.errors import ConfigError
 
 Tensor = torch.Tensor
@@ -174,6 +174,7 @@ def _render(
     return img.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
 
 
+@dataset_builder()
 def synthetic(
     *,
     num_train: int = 10000,
@@ -182,24 +183,9 @@ def synthetic(
     num_classes: int = 10,
     noise: float = 0.1,
     seed: int = 0,
-    augment: bool = True,
-    crop_padding: int = 4,
-    hflip: bool = True,
-    train_size: int | None = None,
-    val_fraction: float = 0.0,
-    folds: int | None = None,
-    fold: int | None = None,
-) -> DataSplits:
+) -> Loaded:
     """Procedural shapes (see trainrepro.data.synthetic); every class is mirror-symmetric, so
     hflip is on by default. Train and test come from independent seeded streams."""
-    check_common(
-        train_size=train_size,
-        val_fraction=val_fraction,
-        crop_padding=crop_padding,
-        augment=augment,
-        folds=folds,
-        fold=fold,
-    )
     for key, value, low in (
         ("num_train", num_train, 1),
         ("num_test", num_test, 1),
@@ -218,19 +204,12 @@ def synthetic(
     kw = {"image_size": image_size, "num_classes": num_classes, "noise": float(noise)}
     xtr, ytr = generate_shapes(num_train, seed=derive_seed(seed, "train"), **kw)
     xte, yte = generate_shapes(num_test, seed=derive_seed(seed, "test"), **kw)
-    return finish(
+    return Loaded(
         "synthetic",
         ImageSet(xtr, ytr),
         ImageSet(xte, yte),
         num_classes=num_classes,
         in_channels=3,
         image_size=image_size,
-        train_size=train_size,
-        val_fraction=val_fraction,
-        augment=augment,
-        crop_padding=crop_padding,
-        hflip=hflip,
         classes=list(SHAPES[:num_classes]),
-        folds=folds,
-        fold=fold,
     )

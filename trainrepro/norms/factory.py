@@ -27,7 +27,7 @@ with one (``gn_ws``, ``bn_ws``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from torch import nn
@@ -62,33 +62,36 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_eps(eps: Any) -> None:
-    if not _is_real(eps) or not eps > 0:
-        raise ConfigError("normalization.eps", eps, "must be a number > 0")
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _check_affine(affine: Any) -> None:
-    if not isinstance(affine, bool):
-        raise ConfigError("normalization.affine", affine, "must be true or false")
+def _rule(ok: Callable[[Any], bool], reason: str) -> Callable[[Any], str | None]:
+    return lambda value: None if ok(value) else reason
 
 
-def _check_ws(weight_standardization: Any) -> None:
-    if not isinstance(weight_standardization, bool):
-        raise ConfigError(
-            "normalization.weight_standardization", weight_standardization, "must be true or false"
-        )
+_POSITIVE_INT = _rule(_is_positive_int, "must be a positive integer")
+_BOOL = _rule(lambda v: isinstance(v, bool), "must be true or false")
 
 
-def _check_base(eps: Any, affine: Any, weight_standardization: Any) -> None:
-    """The keys every option but ``none`` takes."""
-    _check_eps(eps)
-    _check_affine(affine)
-    _check_ws(weight_standardization)
+def _ghost_batch_size(value: Any) -> str | None:
+    if _is_positive_int(value) and value == 1:
+        return "a ghost batch of one example has no batch statistics; use >= 2 (or gn/ln/in/bgn)"
+    return _POSITIVE_INT(value)
 
 
-def _check_positive_int(key: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"normalization.{key}", value, "must be a positive integer")
+# Every config key of every option, in the order they are checked: what is wrong with a value
+# (None when nothing is).
+_KEYS: dict[str, Callable[[Any], str | None]] = {
+    "ghost_batch_size": _ghost_batch_size,
+    "groups": _POSITIVE_INT,
+    "batch_groups": _POSITIVE_INT,
+    "momentum": _rule(lambda v: _is_real(v) and 0 < v <= 1, "must be a number in (0, 1]"),
+    "eps": _rule(lambda v: _is_real(v) and v > 0, "must be a number > 0"),
+    "affine": _BOOL,
+    "weight_standardization": _BOOL,
+    "sync": _BOOL,
+}
 
 
 def _check_channels(num_channels: Any) -> None:
@@ -97,35 +100,70 @@ def _check_channels(num_channels: Any) -> None:
         raise ValueError(f"num_channels must be a positive integer, got {num_channels!r}")
 
 
-@dataclass(frozen=True)
-class BatchNormFactory:
-    """Makes ``BatchNorm2d`` layers (Ioffe & Szegedy 2015)."""
+@dataclass(frozen=True, kw_only=True)
+class _Factory:
+    """A normalization option: its fields are its config keys (with their defaults), checked
+    by ``_KEYS`` when it is created; called with a layer's channel count, it makes the layer."""
 
-    momentum: float = 0.1
-    eps: float = 1e-5
-    affine: bool = True
-    weight_standardization: bool = False
-    sync: bool = False  # read by trainrepro.engine.distributed under torchrun
+    def __post_init__(self) -> None:
+        own = {f.name: f for f in fields(self)}
+        for key in (k for k in _KEYS if k in own):
+            value = getattr(self, key)
+            reason = _KEYS[key](value)
+            if reason is not None:
+                raise ConfigError(f"normalization.{key}", value, reason)
+            if isinstance(own[key].default, float):
+                object.__setattr__(self, key, float(value))
 
     def __call__(self, num_channels: int) -> nn.Module:
         _check_channels(num_channels)
+        return self.layer(num_channels)
+
+    def layer(self, num_channels: int) -> nn.Module:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Normalized(_Factory):
+    """The keys every option but ``none`` takes."""
+
+    eps: float = 1e-5
+    affine: bool = True
+    weight_standardization: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchNormFactory(_Normalized):
+    """Batch Normalization (Ioffe & Szegedy, ICML 2015): ``BatchNorm2d`` layers.
+
+    ``momentum`` is PyTorch's: the weight of the new batch in the running statistics.
+    ``sync``: under torchrun, statistics over the global batch of all ranks
+    (trainrepro.engine.distributed); a single process has only its own batch, so it changes nothing.
+    """
+
+    momentum: float = 0.1
+    sync: bool = False  # read by trainrepro.engine.distributed under torchrun
+
+    def layer(self, num_channels: int) -> nn.Module:
         return nn.BatchNorm2d(
             num_channels, eps=self.eps, momentum=self.momentum, affine=self.affine
         )
 
 
-@dataclass(frozen=True)
-class GhostBatchNormFactory:
-    """Makes ``GhostBatchNorm2d`` layers (Hoffer, Hubara & Soudry 2017)."""
+@dataclass(frozen=True, kw_only=True)
+class GhostBatchNormFactory(_Normalized):
+    """Ghost Batch Normalization (Hoffer, Hubara & Soudry, NeurIPS 2017): ``GhostBatchNorm2d``.
+
+    Training batches are normalized in independent ghost batches of ``ghost_batch_size``
+    (Smith et al. 2018 use 128), which must divide every training batch and micro-batch.
+    ``momentum`` is applied once per ghost batch, as if each were its own BatchNorm step.
+    A ghost batch of one example has no batch statistics, so ``ghost_batch_size`` >= 2.
+    """
 
     ghost_batch_size: int = 128
     momentum: float = 0.1
-    eps: float = 1e-5
-    affine: bool = True
-    weight_standardization: bool = False
 
-    def __call__(self, num_channels: int) -> nn.Module:
-        _check_channels(num_channels)
+    def layer(self, num_channels: int) -> nn.Module:
         return GhostBatchNorm2d(
             num_channels,
             ghost_batch_size=self.ghost_batch_size,
@@ -135,17 +173,16 @@ class GhostBatchNormFactory:
         )
 
 
-@dataclass(frozen=True)
-class GroupNormFactory:
-    """Makes ``GroupNorm`` layers with a fixed number of groups (Wu & He 2018)."""
+@dataclass(frozen=True, kw_only=True)
+class GroupNormFactory(_Normalized):
+    """Group Normalization (Wu & He, ECCV 2018): ``GroupNorm`` with a fixed number of groups.
+
+    Every normalized layer's width must be a multiple of ``groups``; the factory raises a
+    ConfigError at the first one that is not."""
 
     groups: int = 8
-    eps: float = 1e-5
-    affine: bool = True
-    weight_standardization: bool = False
 
-    def __call__(self, num_channels: int) -> nn.Module:
-        _check_channels(num_channels)
+    def layer(self, num_channels: int) -> nn.Module:
         if num_channels % self.groups:
             raise ConfigError(
                 "normalization.groups",
@@ -155,49 +192,42 @@ class GroupNormFactory:
         return nn.GroupNorm(self.groups, num_channels, eps=self.eps, affine=self.affine)
 
 
-@dataclass(frozen=True)
-class LayerNormFactory:
-    """Layer Norm over (C, H, W) per sample (Ba et al. 2016), as ``GroupNorm(1, C)``.
+@dataclass(frozen=True, kw_only=True)
+class LayerNormFactory(_Normalized):
+    """Layer Normalization (Ba, Kiros & Hinton 2016) over (C, H, W) of each sample, as
+    ``GroupNorm(1, C)``.
 
     GroupNorm(1, C) gives one scale and shift per channel, as the GN paper's LN baseline does,
     instead of ``nn.LayerNorm``'s per-element affine that would fix the input size.
     """
 
-    eps: float = 1e-5
-    affine: bool = True
-    weight_standardization: bool = False
-
-    def __call__(self, num_channels: int) -> nn.Module:
-        _check_channels(num_channels)
+    def layer(self, num_channels: int) -> nn.Module:
         return nn.GroupNorm(1, num_channels, eps=self.eps, affine=self.affine)
 
 
-@dataclass(frozen=True)
-class InstanceNormFactory:
-    """Instance Norm per sample and channel (Ulyanov et al. 2016), as ``GroupNorm(C, C)``."""
+@dataclass(frozen=True, kw_only=True)
+class InstanceNormFactory(_Normalized):
+    """Instance Normalization (Ulyanov, Vedaldi & Lempitsky 2016) over (H, W), per sample and
+    channel, as ``GroupNorm(C, C)``."""
 
-    eps: float = 1e-5
-    affine: bool = True
-    weight_standardization: bool = False
-
-    def __call__(self, num_channels: int) -> nn.Module:
-        _check_channels(num_channels)
+    def layer(self, num_channels: int) -> nn.Module:
         return nn.GroupNorm(num_channels, num_channels, eps=self.eps, affine=self.affine)
 
 
-@dataclass(frozen=True)
-class BatchGroupNormFactory:
-    """Makes ``BatchGroupNorm2d`` layers (Summers & Dinneen 2020)."""
+@dataclass(frozen=True, kw_only=True)
+class BatchGroupNormFactory(_Normalized):
+    """Batch-Group Normalization (Summers & Dinneen, ICLR 2020, Sec. 3.4): ``BatchGroupNorm2d``.
+
+    Statistics over ``groups`` groups of channels x ``batch_groups`` groups of examples;
+    ``batch_groups`` must divide every training batch and micro-batch. Evaluation uses running
+    statistics, as BN (trainrepro/norms/batch_group_norm.py).
+    """
 
     groups: int = 8
     batch_groups: int = 1
     momentum: float = 0.1
-    eps: float = 1e-5
-    affine: bool = True
-    weight_standardization: bool = False
 
-    def __call__(self, num_channels: int) -> nn.Module:
-        _check_channels(num_channels)
+    def layer(self, num_channels: int) -> nn.Module:
         return BatchGroupNorm2d(
             num_channels,
             groups=self.groups,
@@ -208,149 +238,23 @@ class BatchGroupNormFactory:
         )
 
 
-@dataclass(frozen=True)
-class NoNormFactory:
-    """Makes ``nn.Identity`` layers: the network without normalization."""
+@dataclass(frozen=True, kw_only=True)
+class NoNormFactory(_Factory):
+    """No normalization: every norm layer is ``nn.Identity``."""
 
-    def __call__(self, num_channels: int) -> nn.Module:
-        _check_channels(num_channels)
+    def layer(self, num_channels: int) -> nn.Module:
         return nn.Identity()
 
 
-def _check_momentum(momentum: Any) -> None:
-    if not _is_real(momentum) or not 0 < momentum <= 1:
-        raise ConfigError("normalization.momentum", momentum, "must be a number in (0, 1]")
-
-
-def batch_norm(
-    *,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    affine: bool = True,
-    weight_standardization: bool = False,
-    sync: bool = False,
-) -> NormFactory:
-    """Batch Normalization (Ioffe & Szegedy, ICML 2015).
-
-    ``momentum`` is PyTorch's: the weight of the new batch in the running statistics.
-    ``sync``: under torchrun, statistics over the global batch of all ranks
-    (trainrepro.engine.distributed); a single process has only its own batch, so it changes nothing.
-    """
-    _check_momentum(momentum)
-    _check_base(eps, affine, weight_standardization)
-    if not isinstance(sync, bool):
-        raise ConfigError("normalization.sync", sync, "must be true or false")
-    return BatchNormFactory(
-        momentum=float(momentum),
-        eps=float(eps),
-        affine=affine,
-        weight_standardization=weight_standardization,
-        sync=sync,
-    )
-
-
-def ghost_batch_norm(
-    *,
-    ghost_batch_size: int = 128,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    affine: bool = True,
-    weight_standardization: bool = False,
-) -> NormFactory:
-    """Ghost Batch Normalization (Hoffer, Hubara & Soudry, NeurIPS 2017).
-
-    Training batches are normalized in independent ghost batches of ``ghost_batch_size``
-    (Smith et al. 2018 use 128), which must divide every training batch and micro-batch.
-    ``momentum`` is applied once per ghost batch, as if each were its own BatchNorm step.
-    A ghost batch of one example has no batch statistics, so ``ghost_batch_size`` >= 2.
-    """
-    _check_positive_int("ghost_batch_size", ghost_batch_size)
-    if ghost_batch_size == 1:
-        raise ConfigError(
-            "normalization.ghost_batch_size",
-            ghost_batch_size,
-            "a ghost batch of one example has no batch statistics; use >= 2 (or gn/ln/in/bgn)",
-        )
-    _check_momentum(momentum)
-    _check_base(eps, affine, weight_standardization)
-    return GhostBatchNormFactory(
-        ghost_batch_size=ghost_batch_size,
-        momentum=float(momentum),
-        eps=float(eps),
-        affine=affine,
-        weight_standardization=weight_standardization,
-    )
-
-
-def group_norm(
-    *,
-    groups: int = 8,
-    eps: float = 1e-5,
-    affine: bool = True,
-    weight_standardization: bool = False,
-) -> NormFactory:
-    """Group Normalization (Wu & He, ECCV 2018). Every normalized layer's width must be a
-    multiple of ``groups``; the factory raises a ConfigError at the first one that is not."""
-    _check_positive_int("groups", groups)
-    _check_base(eps, affine, weight_standardization)
-    return GroupNormFactory(
-        groups=groups, eps=float(eps), affine=affine, weight_standardization=weight_standardization
-    )
-
-
-def layer_norm(
-    *, eps: float = 1e-5, affine: bool = True, weight_standardization: bool = False
-) -> NormFactory:
-    """Layer Normalization (Ba, Kiros & Hinton 2016) over (C, H, W) of each sample."""
-    _check_base(eps, affine, weight_standardization)
-    return LayerNormFactory(
-        eps=float(eps), affine=affine, weight_standardization=weight_standardization
-    )
-
-
-def instance_norm(
-    *, eps: float = 1e-5, affine: bool = True, weight_standardization: bool = False
-) -> NormFactory:
-    """Instance Normalization (Ulyanov, Vedaldi & Lempitsky 2016) over (H, W)."""
-    _check_base(eps, affine, weight_standardization)
-    return InstanceNormFactory(
-        eps=float(eps), affine=affine, weight_standardization=weight_standardization
-    )
-
-
-def batch_group_norm(
-    *,
-    groups: int = 8,
-    batch_groups: int = 1,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    affine: bool = True,
-    weight_standardization: bool = False,
-) -> NormFactory:
-    """Batch-Group Normalization (Summers & Dinneen, ICLR 2020, Sec. 3.4).
-
-    Statistics over ``groups`` groups of channels x ``batch_groups`` groups of examples;
-    ``batch_groups`` must divide every training batch and micro-batch. Evaluation uses running
-    statistics, as BN (trainrepro/norms/batch_group_norm.py).
-    """
-    _check_positive_int("groups", groups)
-    _check_positive_int("batch_groups", batch_groups)
-    _check_momentum(momentum)
-    _check_base(eps, affine, weight_standardization)
-    return BatchGroupNormFactory(
-        groups=groups,
-        batch_groups=batch_groups,
-        momentum=float(momentum),
-        eps=float(eps),
-        affine=affine,
-        weight_standardization=weight_standardization,
-    )
-
-
-def no_norm() -> NormFactory:
-    """No normalization: every norm layer is the identity."""
-    return NoNormFactory()
-
+# The builders the conf/normalization options name (``_target_``): each option's class, whose
+# keyword-only fields are the option's keys.
+batch_norm = BatchNormFactory
+ghost_batch_norm = GhostBatchNormFactory
+group_norm = GroupNormFactory
+layer_norm = LayerNormFactory
+instance_norm = InstanceNormFactory
+batch_group_norm = BatchGroupNormFactory
+no_norm = NoNormFactory
 
 NORMS: dict[str, Callable[..., NormFactory]] = {
     "bn": batch_norm,
