@@ -13,10 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-PASS, FAIL = "pass", "fail"
-NOT_SHOWN = "not shown at this scale"  # the profile does not run what the claim needs
-NOT_CHECKED = "not checked"  # it should, but runs (or their artefacts) are missing
-STATUSES = (PASS, FAIL, NOT_SHOWN, NOT_CHECKED)
+from trainrepro.analysis.intervals import (
+    DIRECTIONS,
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Interval,
+    describe,
+    seeds_needed,
+    status,
+    t_interval,
+)
+
+NOT_RUN = "not run"  # the profile holds no runs for it (or they are missing): say which does
+STATUSES = (PASS, FAIL, INCONCLUSIVE, NOT_RUN)
+# TRANSITION (removed when every paper declares Effects): the retired statuses map to not run.
+NOT_SHOWN = NOT_CHECKED = NOT_RUN
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class Verdict:
     status: str  # one of STATUSES
     detail: str  # the numbers behind it, in words
     numbers: Mapping[str, float] = field(default_factory=dict)
+    interval: Interval | None = None  # of the effect, over seeds
+    seeds_needed: int | None = None  # for an inconclusive one: seeds that would settle it
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -68,21 +82,79 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Effect:
+    """What a claim is decided on: one number per seed (a paired difference where seeds pair),
+    and where the paper's statement puts it: ``>`` or ``<`` the threshold, or ``within`` the
+    margin ±threshold (a "no difference" claim, decided by an equivalence test)."""
+
+    name: str  # "SVRG − SGD test-loss gap, with BN minus without"
+    threshold: float = 0.0
+    direction: str = ">"
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"effect direction {self.direction!r}: one of {DIRECTIONS}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A claim's effect measured on runs: the per-seed values, and the numbers behind them."""
+
+    values: tuple[float, ...]
+    detail: str
+    numbers: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Claim:
-    """A claim of the paper, and the acceptance check that decides it on our runs."""
+    """A claim of the paper, the effect that decides it and how it is measured on our runs.
+
+    ``measure`` returns a :class:`Measurement`, or a ``not run`` :class:`Verdict` when the
+    runs it needs are missing; :meth:`judge` turns values into pass / fail / inconclusive by
+    the effect's 95% interval (trainrepro.analysis.intervals), the same rule for every paper.
+    """
 
     key: str
     statement: str
     source: str  # where the paper makes it
-    acceptance: str  # the check in words, with its threshold
-    check: Callable[[Results], Verdict]
+    effect: Effect | str  # TRANSITION: a str is a legacy acceptance text (measure -> Verdict)
+    measure: Callable[[Results], Measurement | Verdict]
     profiles: tuple[str, ...] = ("quick", "full")  # the scales whose runs can show it
     scale_note: str = ""  # why another scale cannot
 
+    @property
+    def acceptance(self) -> str:
+        """The check in words, from the effect: the same words every report uses."""
+        e = self.effect
+        if isinstance(e, str):  # TRANSITION
+            return e
+        return f"{e.name}: {describe(e.direction, e.threshold, e.unit)}"
+
+    def judge(self, m: Measurement) -> Verdict:
+        """pass / fail / inconclusive from the measured values, with interval and detail."""
+        e = self.effect
+        values = [v for v in m.values if math.isfinite(v)]
+        if not values:
+            return Verdict(NOT_RUN, m.detail + "; no finite value of the effect", m.numbers)
+        iv = t_interval(values)
+        verdict = status(iv, e.direction, e.threshold)
+        needed = seeds_needed(iv, e.direction, e.threshold) if verdict == INCONCLUSIVE else None
+        text = f"{e.name} {iv.show(unit=e.unit)}; {m.detail}"
+        if verdict == INCONCLUSIVE:
+            text += (
+                f"; the interval straddles {e.threshold:+g}: about {needed} seeds would settle it "
+                "at this spread" if needed else "; one run has no spread: run at least 3 seeds"
+            )
+        return Verdict(verdict, text, m.numbers, iv, needed)
+
     def verdict(self, results: Results) -> Verdict:
         if results.profile not in self.profiles:
-            return Verdict(NOT_SHOWN, self.scale_note or f"runs only at {', '.join(self.profiles)}")
-        return self.check(results)
+            where = ", ".join(self.profiles)
+            return Verdict(NOT_RUN, f"the {where} profile runs it" + (
+                f": {self.scale_note}" if self.scale_note else ""))  # fmt: skip
+        got = self.measure(results)
+        return got if isinstance(got, Verdict) else self.judge(got)
 
 
 @dataclass(frozen=True)
@@ -107,6 +179,7 @@ class Paper:
     table: Callable[[Results], str]  # markdown: the table beside the paper's numbers, notes
     layout: str  # run path under runs/<name>: "{preset}/seed{seed}"
     prepare: Callable[[Results], None] | None = None  # derived columns and extras
+    setting: str = ""  # the paper's own setting, and how our profiles differ from it
 
     def number(self, key: str) -> PaperNumber:
         return next(n for n in self.numbers if n.key == key)
