@@ -140,7 +140,7 @@ class Claim:
         iv = t_interval(values)
         verdict = status(iv, e.direction, e.threshold)
         needed = seeds_needed(iv, e.direction, e.threshold) if verdict == INCONCLUSIVE else None
-        text = f"{e.name} {iv.show(unit=e.unit)}; {m.detail}"
+        text = f"{e.name}: {iv.show(unit=e.unit)}; {m.detail}"
         if verdict == INCONCLUSIVE:
             text += (
                 f"; the interval straddles {e.threshold:+g}: about {needed} seeds would settle it "

@@ -17,38 +17,26 @@ import math
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure as MplFigure
 
 from trainrepro.analysis.cv import fold_overrides, point_name
-from trainrepro.reproduce.data import save
 from trainrepro.reproduce.paper import (
-    FAIL,
-    NOT_CHECKED,
-    NOT_SHOWN,
-    PASS,
+    NOT_RUN,
     Claim,
-    Figure,
+    Effect,
+    Measurement,
     Paper,
     PaperNumber,
     Profile,
     Results,
     Run,
     Verdict,
-    fmt,
 )  # fmt: skip
+from trainrepro.reproduce.papers.svrg_report import FIGURES, LABELS, curve, table
 
 SEED = 1  # Sec. 4.1: "a fixed seed set to 1"
 # Compared cells run at three seeds, so a claim rests on a mean and its interval, not one run.
 SEEDS = (1, 2, 3)
 COMPARED = ("sgd", "svrg")  # the ResNet optimizers the claims compare
-LABELS = {
-    "sgd": "SGD",
-    "adam": "Adam",
-    "adagrad": "AdaGrad",
-    "svrg": "SVRG",
-    "storm": "STORM",
-    "metainit": "SVRG after MetaInit",
-}
 VR = ("svrg", "storm")
 
 # Grids: Table 4.1 (LeNet), 4.3 (ResNet-18), 4.6 (ResNet-101); "0.010" in 4.3/4.6 read as 0.001.
@@ -200,20 +188,18 @@ def prepare(res: Results) -> None:
         if scores:
             mean, point, std, n = min(scores)
             test = "test" if (sub["split"] == "test").any() else "val"
+            tested = sub[(sub["point"] == point) & (sub["split"] == test)]
             selected[preset] = {
                 "point": point,
                 "val_loss_mean": mean,
                 "val_loss_std": std,
-                "folds": n,
+                "folds": n,  # LeNet: folds at the report's seed; ResNet: seeds of the 5% split
                 "run_dir": f"{preset}/{point}/{test}/seed{SEED}",
+                "run_dirs": {int(r.split("seed")[-1]): r for r in sorted(tested["run_dir"])},
             }
     res.extras["selected"] = selected
     res.out.mkdir(parents=True, exist_ok=True)
     (res.out / "selected.json").write_text(json.dumps(selected, indent=2, default=float) + "\n")
-
-
-def curve(res: Results, run_dir: str) -> pd.DataFrame:
-    return res.df[res.df["run_dir"] == run_dir].sort_values("epoch")
 
 
 def loss_at(res: Results, run_dir: str, evals: float) -> float:
@@ -225,59 +211,67 @@ def loss_at(res: Results, run_dir: str, evals: float) -> float:
     return float(np.interp(evals, x, y))
 
 
-def compare(res: Results, presets: list[str]) -> tuple[float, dict[str, float]] | None:
-    """The largest common gradient-evaluation count of the presets' selected runs, and each
-    one's test loss there; None when one has no selected run."""
+def compare(res: Results, presets: list[str]) -> tuple[float, dict[int, dict[str, float]]] | str:
+    """The largest gradient-evaluation count every selected run of ``presets`` reaches, and per
+    seed each preset's test loss there (seeds every preset ran); else why not, in words."""
     chosen = res.extras.get("selected", {})
-    if any(p not in chosen for p in presets):
-        return None
-    runs = {p: chosen[p]["run_dir"] for p in presets}
-    common = min(float(curve(res, r)["grad_evals"].max()) for r in runs.values())
-    return common, {p: loss_at(res, r, common) for p, r in runs.items()}
+    missing = [p for p in presets if p not in chosen]
+    if missing:
+        return f"no selected grid point for {', '.join(missing)} (runs missing)"
+    seeds = sorted(set.intersection(*(set(chosen[p]["run_dirs"]) for p in presets)))
+    if not seeds:
+        return f"no seed ran every one of {', '.join(presets)} at its selected point"
+    runs = [chosen[p]["run_dirs"][s] for p in presets for s in seeds]
+    common = min(float(curve(res, r)["grad_evals"].max()) for r in runs)
+    per_seed = {
+        s: {p: loss_at(res, chosen[p]["run_dirs"][s], common) for p in presets} for s in seeds
+    }
+    return common, per_seed
 
 
-def check_lenet(res: Results) -> Verdict:
-    got = compare(res, [f"lenet_{o}" for o in ("sgd", "adam", "svrg", "storm")])
-    if got is None:
-        return Verdict(NOT_CHECKED, "a LeNet optimizer has no selected grid point (runs missing)")
-    common, loss = got
-    vr, base = (
-        max(loss["lenet_svrg"], loss["lenet_storm"]),
-        min(loss["lenet_sgd"], loss["lenet_adam"]),
+def _means(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
+    presets = next(iter(per_seed.values()))
+    return {p: float(np.mean([row[p] for row in per_seed.values()])) for p in presets}
+
+
+def measure_lenet(res: Results) -> Measurement | Verdict:
+    presets = [f"lenet_{o}" for o in ("sgd", "adam", "svrg", "storm")]
+    got = compare(res, presets)
+    if isinstance(got, str):
+        return Verdict(NOT_RUN, got)
+    common, per_seed = got
+    values = tuple(
+        min(row["lenet_sgd"], row["lenet_adam"]) - max(row["lenet_svrg"], row["lenet_storm"])
+        for row in per_seed.values()
     )
+    means = _means(per_seed)
     detail = (
-        f"test loss at {common:,.0f} gradient evaluations (the shortest selected run's "
-        "end): " + ", ".join(f"{LABELS[p[6:]]} {v:.4f}" for p, v in loss.items())
+        f"test loss at {common:,.0f} gradient evaluations (the shortest selected run's end), "
+        f"mean over seeds {', '.join(map(str, per_seed))}: "
+        + ", ".join(f"{LABELS[p[6:]]} {v:.4f}" for p, v in means.items())
     )
-    ok = vr <= base
-    if not ok and res.profile == "quick":
-        return Verdict(
-            NOT_SHOWN,
-            detail + f"; the report's crossover comes late in 100 epochs "
-            f"(Fig. 4.4), these runs have {int(res.df['epoch'].max())}",
-            loss,
-        )
-    return Verdict(PASS if ok else FAIL, detail, loss)
+    return Measurement(values, detail, means)
 
 
-def gap(res: Results, net: str, norm: str) -> tuple[float, float, dict[str, float]] | None:
-    got = compare(res, [f"{net}_{norm}_svrg", f"{net}_{norm}_sgd"])
-    if got is None:
-        return None
-    common, loss = got
-    return loss[f"{net}_{norm}_svrg"] - loss[f"{net}_{norm}_sgd"], common, loss
+def measure_bn_gap(res: Results, net: str = "resnet18") -> Measurement | Verdict:
+    presets = [f"{net}_{n}_{o}" for n in ("bn", "none") for o in ("svrg", "sgd")]
+    got = compare(res, presets)
+    if isinstance(got, str):
+        return Verdict(NOT_RUN, f"{net}: {got}")
+    common, per_seed = got
 
+    def gap(row: dict[str, float], norm: str) -> float:
+        return row[f"{net}_{norm}_svrg"] - row[f"{net}_{norm}_sgd"]
 
-def check_bn_gap(res: Results, net: str = "resnet18") -> Verdict:
-    bn, none = gap(res, net, "bn"), gap(res, net, "none")
-    if bn is None or none is None:
-        return Verdict(NOT_CHECKED, f"{net}: SGD or SVRG has no selected lr (runs missing)")
-    detail = "; ".join(
-        f"{label}: SVRG − SGD test loss {g:+.4f} at {c:,.0f} gradient evaluations "
-        f"(SVRG {loss[f'{net}_{norm}_svrg']:.4f}, SGD {loss[f'{net}_{norm}_sgd']:.4f})"
-        for label, norm, (g, c, loss) in (("BN", "bn", bn), ("no BN", "none", none))
-    )
-    return Verdict(PASS if none[0] < bn[0] else FAIL, detail, {"bn": bn[0], "none": none[0]})
+    values = tuple(gap(row, "bn") - gap(row, "none") for row in per_seed.values())
+    means = _means(per_seed)
+    detail = f"at {common:,.0f} gradient evaluations, mean over seeds " + ", ".join(
+        map(str, per_seed)) + ": " + "; ".join(
+        f"{label}: SVRG {means[f'{net}_{norm}_svrg']:.4f}, SGD {means[f'{net}_{norm}_sgd']:.4f} "
+        f"(gap {means[f'{net}_{norm}_svrg'] - means[f'{net}_{norm}_sgd']:+.4f})"
+        for label, norm in (("BN", "bn"), ("no BN", "none"))
+    )  # fmt: skip
+    return Measurement(values, detail, means)
 
 
 CLAIMS = (
@@ -286,130 +280,39 @@ CLAIMS = (
         "On LeNet/MNIST, the variance-reduced methods (SVRG, STORM) end with a "
         "test loss at least as low as SGD's and Adam's at equal gradient evaluations",
         "Sec. 4.1, Fig. 4.4",
-        "at the largest gradient-evaluation count every selected run "
-        "reaches, the worse of SVRG and STORM has a test loss <= the better of SGD and Adam",
-        check_lenet,
+        Effect(
+            "per seed, the better test loss of SGD and Adam minus the worse of SVRG and STORM, "
+            "at the largest gradient-evaluation count every selected run reaches",
+            0.0,
+            ">",
+            "nats",
+        ),
+        measure_lenet,
     ),
     Claim(
         "bn_gap",
         "SVRG's gap to SGD is smaller without batch norm than with it (ResNet-18, CIFAR-10)",
         "Sec. 4.2.1-4.2.2, Figs. 4.8-4.9",
-        "test loss of SVRG minus SGD's "
-        "(selected lrs, at equal gradient evaluations) is lower with normalization=none than "
-        "with bn",
-        check_bn_gap,
+        Effect(
+            "per seed, SVRG's test-loss gap to SGD (selected lrs, equal gradient evaluations) "
+            "with BN minus without",
+            0.0,
+            ">",
+            "nats",
+        ),
+        measure_bn_gap,
     ),
     Claim(
         "bn_gap_resnet101",
         "The same on ResNet-101 / CIFAR-100",
         "Sec. 4.2.3-4.2.4, Figs. 4.12-4.13",
-        "as bn_gap, on ResNet-101",
-        lambda r: check_bn_gap(r, "resnet101"),
+        Effect("as bn_gap, on ResNet-101", 0.0, ">", "nats"),
+        lambda r: measure_bn_gap(r, "resnet101"),
         profiles=("full",),
         scale_note="ResNet-101 / CIFAR-100 runs only in the full profile",
     ),
 )
 
-
-def table(res: Results) -> str:
-    chosen = res.extras.get("selected", {})
-    lines = [
-        f"# Apostolov 2021 (SVRG, STORM on DNNs) ({res.name})",
-        "",
-        "| setting | optimizer | grid points | selected | val. loss (mean ± std, n) | report's "
-        "choice | test loss (end) | test acc. (%) | grad. evals |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for preset in dict.fromkeys(res.df["preset"]):
-        setting, opt = preset.rsplit("_", 1)
-        sel = chosen.get(preset)
-        n_points = res.df.loc[res.df["preset"] == preset, "point"].nunique()
-        paper = _PAPER.get(f"{setting.replace('_', '.')}.{opt}")
-        row = [setting, LABELS.get(opt, opt), str(n_points)]
-        if sel is None:
-            lines.append(
-                "| "
-                + " | ".join([*row, "—", "—", paper.shown if paper else "—", "—", "—", "—"])
-                + " |"
-            )
-            continue
-        end = curve(res, sel["run_dir"]).tail(1)
-        last = end.iloc[0] if len(end) else None
-        row += [
-            sel["point"],
-            f"{fmt(sel['val_loss_mean'], 4)} ± {fmt(sel['val_loss_std'], 4)} ({sel['folds']})",
-            f"{paper.shown} ({paper.source})" if paper else "—",
-            fmt(last["test_loss"], 4) if last is not None else "—",
-            fmt(last["test_acc"]) if last is not None else "—",
-            f"{last['grad_evals']:,.0f}" if last is not None else "—",
-        ]
-        lines.append("| " + " | ".join(row) + " |")
-    lines += [
-        "",
-        "Selected: the grid point with the lowest final validation loss (LeNet: mean over "
-        "the folds; ResNet: the 5% split), among points whose every run completed. Test loss: the "
-        "selected point's test run (LeNet: trained on the whole training split) at its last epoch. "
-        "`*_metainit`: SVRG on the no-BN net after MetaInit (Sec. 4.3), at one lr. The report "
-        "prints no losses as numbers (figures only): the paper column holds its selected values.",
-    ]
-    if res.profile == "quick":
-        lines += [
-            "",
-            "Quick profile: MNIST train/test split from the 10,000-image test set "
-            "(dataset.split_test_set=true); not comparable to published MNIST numbers.",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def plot_curves(res: Results, prefix, settings: tuple[str, ...]) -> object:
-    """Test loss against gradient evaluations of each optimizer's selected run, one panel per
-    setting; without a selection (no validation losses), every test/val run, thin."""
-    chosen = res.extras.get("selected", {})
-    present = set(res.df["setting"])
-    shown = [s for s in settings if s in present] or list(settings[:1])
-    fig = MplFigure(figsize=(5 * len(shown), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(shown), squeeze=False)[0]
-    for ax, setting in zip(axes, shown, strict=True):
-        mine = {p: sel["run_dir"] for p, sel in chosen.items() if p.startswith(setting + "_")}
-        thin = not mine
-        if thin:  # nothing selected: show every run that is evaluated on the test set
-            sub = res.df[
-                res.df["preset"].str.startswith(setting + "_") & (res.df["split"] != "fold0")
-            ]
-            mine = {
-                d: d
-                for d in dict.fromkeys(sub.loc[~sub["split"].str.startswith("fold"), "run_dir"])
-            }
-        for i, run_dir in enumerate(mine.values()):
-            c = curve(res, run_dir)
-            name = run_dir.split("/")[0]
-            label = f"{LABELS.get(name.rsplit('_', 1)[1], name)} ({run_dir.split('/')[1]})"
-            ax.plot(c["grad_evals"], c["test_loss"], color=f"C{i % 10}", marker=".",
-                    lw=0.8 if thin else 1.5, label=label)  # fmt: skip
-        ax.set(title=setting + (" (no selection)" if thin else ""),
-               xlabel="gradient evaluations", ylabel="test loss")  # fmt: skip
-        ax.grid(alpha=0.3)
-        if mine:
-            ax.legend(fontsize=6 if thin else 8)
-    return save(fig, prefix, tight=True)
-
-
-FIGURES = (
-    Figure(
-        "lenet_test_loss",
-        "Figure 4.4: test loss against gradient evaluations of each "
-        "optimizer's selected setting, LeNet-5 on MNIST",
-        lambda r, p: plot_curves(r, p, ("lenet",)),
-    ),
-    Figure(
-        "resnet_test_loss",
-        "Figures 4.8-4.9 (and 4.12-4.13 in the full profile): test loss "
-        "against gradient evaluations, ResNet with BN and without (none)",
-        lambda r, p: plot_curves(
-            r, p, ("resnet18_bn", "resnet18_none", "resnet101_bn", "resnet101_none")
-        ),
-    ),
-)
 
 PAPER = Paper(
     name="svrg",
@@ -423,4 +326,11 @@ PAPER = Paper(
     table=table,
     layout="{preset}/{point}/{split}/seed{seed}",
     prepare=prepare,
+    setting="the report trains LeNet-5 on MNIST's 60,000 images for 100 epochs (batch 32) and "
+    "ResNet-18 (width 64) on CIFAR-10 for 200 epochs and ResNet-101 on CIFAR-100 for 150 (batch "
+    "128), one GPU, fixed seed 1, 4-fold cross-validation of its grids (Tables 4.1, 4.3, 4.6). "
+    "The quick profile: LeNet-5 on 8,000 of MNIST's test images for 15 epochs, ResNet-18 at "
+    "width 8 on 5,000 CIFAR-10 images for 10 epochs, two grid points per optimizer, 2 folds, "
+    "SVRG's snapshot every 2 epochs instead of 5, no ResNet-101; the compared cells at seeds "
+    "1-3",
 )
