@@ -139,11 +139,28 @@ def test_report_from_a_synthetic_runs_csv(name, tmp_path):
     assert "## Provenance" in report and "git revision" in report
     assert f"runs: {len(paper.profiles['quick'].runs)} of the" in report
     assert report.count("\n|") > 3  # the claims and the table
+    assert "## What was run" in report and report.index("## What was run") < report.index(
+        "## Claims")
     index = (tmp_path / "results" / "README.md").read_text()
     for other in PAPERS.values():
-        assert f"## {other.title}" in index
+        assert other.title in index
     for entry in record["claims"]:
-        assert f"{entry['statement']} ({entry['source']}): **{entry['status']}**" in index
+        assert f"| {entry['statement']} | {entry['source']} | **{entry['status']}** |" in index
+
+
+@pytest.mark.parametrize("dirty", [True, False])
+def test_a_report_from_a_dirty_tree_says_so_at_its_top(dirty, tmp_path, monkeypatch):
+    from trainrepro.engine import records
+
+    rev = {"commit": "0" * 40, "dirty": dirty, **({"diff_sha256": "f" * 64} if dirty else {})}
+    monkeypatch.setattr(records, "git_revision", lambda: rev)
+    out = tmp_path / "results" / "gn-quick"
+    out.mkdir(parents=True)
+    synthetic_csv("gn", out / "runs.csv")
+    args = ["gn", "--profile", "quick", "--report-only", "--runs-root", str(tmp_path / "none")]
+    assert reproduce([*args, "--out", str(out)]) == 0
+    head = (out / "REPORT.md").read_text().split("## What was run")[0]
+    assert ("uncommitted changes" in head) == dirty
 
 
 def test_a_report_sent_elsewhere_writes_no_index_beside_it(tmp_path):
@@ -223,3 +240,18 @@ def test_a_bad_key_in_any_run_stops_them_all_before_the_first(tmp_path, capsys):
     n = len(PAPERS["gn"].profiles["quick"].runs)
     assert len(err) == 1 and "optimizer.lr=-1: must be > 0" in err[0], err
     assert f"(and {n - 1} more runs); no run started" in err[0] and not root.exists()
+
+
+def test_committed_files_carry_no_machine_paths(monkeypatch, tmp_path):
+    from trainrepro.reproduce.data import portable_path
+
+    monkeypatch.setenv("TRAINREPRO_DATA", str(tmp_path))
+    assert portable_path(str(tmp_path / "cifar10")) == "$TRAINREPRO_DATA/cifar10"
+    assert portable_path(str(tmp_path)) == "$TRAINREPRO_DATA"
+    assert portable_path("/home/someone/datasets/cifar10") == "<local>/cifar10"
+    assert portable_path("data") == "data"
+    for csv in (REPO / "results").glob("*/runs.csv"):
+        roots = pd.read_csv(csv, usecols=lambda c: c.endswith(".root"))
+        for column in roots:
+            values = roots[column].dropna().astype(str)
+            assert not values.str.startswith("/").any(), f"{csv}: {column} holds a machine path"

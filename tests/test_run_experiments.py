@@ -51,3 +51,28 @@ def test_runs_then_keeps_then_reports_failures(tmp_path, capsys):
     lines.write_text(f"{tmp_path}/ok seed=0 {tiny}\n")
     assert runner.main(["--runs", str(lines)]) == 0
     assert "ok: done, kept" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_resumes_only_under_the_code_that_started_it(tmp_path, capsys):
+    """Half a run under one version of the code and half under another is neither: the runner
+    refuses unless told, naming both versions; without a stamp (older logs) it resumes."""
+    from trainrepro.engine import runner as engine_runner
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"x")  # state: resume
+    log = tmp_path / "r.log"
+    log.write_text("== 2026-01-01T00:00:00+00:00 code 0123456789ab python -m trainrepro\n")
+    assert engine_runner.code_of(log) == "0123456789ab"
+    ok = engine_runner.run_one(run_dir, ["optimizer.lr=-1"], None, code="feedfacecafe")
+    assert not ok
+    out = capsys.readouterr().out
+    assert "NOT resumed" in out and "0123456789ab" in out and "feedfacecafe" in out
+    assert "--allow-other-code" in out
+    assert log.read_text().count("== ") == 1  # nothing started
+    # told to: it starts (and here fails on the bad key, which shows it ran)
+    assert not engine_runner.run_one(run_dir, ["optimizer.lr=-1"], None, True, "feedfacecafe")
+    assert "FAILED" in capsys.readouterr().out
+    assert engine_runner.code_of(log) == "feedfacecafe"
+    log.write_text("== 2026-01-01T00:00:00+00:00 python -m trainrepro\n")  # no stamp
+    assert engine_runner.code_of(log) is None

@@ -7,6 +7,7 @@ the rename is atomic on POSIX, so a reader sees the old file or the new one, nev
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -135,7 +136,20 @@ def git_revision() -> dict[str, Any]:
     if commit is None:
         return {"commit": "unknown", "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status)}
+    if not status:
+        return {"commit": commit, "dirty": False}
+    diff = git("diff", "HEAD") or ""
+    # Which uncommitted changes: two runs "dirty" at one commit may still run other code.
+    return {"commit": commit, "dirty": True,
+            "diff_sha256": hashlib.sha256(diff.encode()).hexdigest()}  # fmt: skip
+
+
+def code_stamp(revision: dict[str, Any] | None = None) -> str:
+    """One word naming the code that runs: the commit, and the digest of uncommitted changes."""
+    rev = git_revision() if revision is None else revision
+    if rev.get("dirty"):
+        return f"{rev['commit'][:12]}+{rev.get('diff_sha256', 'unknown')[:12]}"
+    return str(rev["commit"])[:12]
 
 
 def device_description(device: torch.device) -> str:

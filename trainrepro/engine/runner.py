@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from trainrepro.engine.checkpoint import FINISHED, run_state
+from trainrepro.engine.records import code_stamp
 
 DONE = FINISHED
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -99,7 +100,23 @@ class _Children:
 _children = _Children()
 
 
-def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
+def code_of(log: Path) -> str | None:
+    """The code stamp of the last start of a run, from its log's header lines (None for a log
+    written before stamps were recorded, or none)."""
+    if not log.is_file():
+        return None
+    stamps = [line.split()[3] for line in log.read_text(errors="replace").splitlines()
+              if line.startswith("== ") and len(line.split()) > 3 and line.split()[2] == "code"]
+    return stamps[-1] if stamps else None  # fmt: skip
+
+
+def run_one(
+    run_dir: Path,
+    overrides: list[str],
+    threads: int | None,
+    allow_other_code: bool = False,
+    code: str | None = None,
+) -> bool:
     state = status_of(run_dir)
     if state == "done":
         say(f"{run_dir}: done, kept")
@@ -107,6 +124,14 @@ def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
     if _children.signum is not None:
         say(f"{run_dir}: not started (stopping)")
         return False
+    log = run_dir.with_name(run_dir.name + ".log")
+    code = code or code_stamp()
+    started_with = code_of(log) if state == "resume" else None
+    if started_with is not None and started_with != code and not allow_other_code:
+        # Half a run under one version of the code and half under another is neither.
+        say(f"{run_dir}: NOT resumed: its checkpoint comes from code {started_with}, this is "
+            f"{code}; pass --allow-other-code to resume it anyway, or delete it to start over")
+        return False  # fmt: skip
     if state == "fresh":
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -118,10 +143,9 @@ def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
         env["OMP_NUM_THREADS"] = str(threads)
     say(f"{run_dir}: started (resume={str(resume).lower()})")
     start = time.monotonic()
-    log = run_dir.with_name(run_dir.name + ".log")
     with log.open("a") as out:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        out.write(f"== {stamp} {shlex.join(cmd)}\n")
+        out.write(f"== {stamp} code {code} {shlex.join(cmd)}\n")
         out.flush()
         with _children.lock:
             proc = subprocess.Popen(
@@ -142,8 +166,15 @@ def run_one(run_dir: Path, overrides: list[str], threads: int | None) -> bool:
     return True
 
 
-def run_all(runs: Sequence[RunSpec], jobs: int = 1, threads: int | None = None) -> int:
+def run_all(
+    runs: Sequence[RunSpec],
+    jobs: int = 1,
+    threads: int | None = None,
+    allow_other_code: bool = False,
+) -> int:
     """Every run on ``jobs`` workers, in order; returns how many failed or were interrupted.
+    An interrupted run is resumed only under the code that started it (its log's stamp: the
+    commit and the digest of uncommitted changes), unless ``allow_other_code``.
 
     Called from the main thread, a SIGTERM or SIGINT stops the runs in flight at a checkpoint
     and raises SystemExit(128 + signal) once they have.
@@ -154,7 +185,9 @@ def run_all(runs: Sequence[RunSpec], jobs: int = 1, threads: int | None = None) 
     previous = {s: signal.signal(s, _children.forward) for s in STOP_SIGNALS} if in_main else {}
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            ok = list(pool.map(lambda r: run_one(r[0], r[1], threads), runs))
+            code = code_stamp()
+            ok = list(pool.map(
+                lambda r: run_one(r[0], r[1], threads, allow_other_code, code), runs))  # fmt: skip
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -171,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run")
     parser.add_argument("--dry-run", action="store_true", help="list what would happen")
+    parser.add_argument("--allow-other-code", action="store_true",
+                        help="resume runs started under another commit or other local changes")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: must be >= 1")
@@ -179,4 +214,4 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print("\n".join(dry_run_lines(runs)))
         return 0
-    return 1 if run_all(runs, args.jobs, args.threads) else 0
+    return 1 if run_all(runs, args.jobs, args.threads, args.allow_other_code) else 0

@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", type=Path, help="default: runs/<paper>[-quick]")
     p.add_argument("--out", type=Path, help="default: results/<paper>[-quick]")
     p.add_argument(
+        "--allow-other-code",
+        action="store_true",
+        help="resume interrupted runs even when they started under other code",
+    )
+    p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides added to every run"
     )
     return p
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     run_seconds = None
     if not (args.report_only or args.from_csv):
         start = time.monotonic()
-        if run_all(specs, jobs, threads):
+        if run_all(specs, jobs, threads, args.allow_other_code):
             print("error: runs failed (see their .log); no report written", file=sys.stderr)
             return 1
         run_seconds = time.monotonic() - start
