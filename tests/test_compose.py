@@ -62,3 +62,43 @@ def test_option_composes_builds_and_trains(group, option, tmp_path):
     assert final["updates"] >= 1 and final["batch_size"] == 16
     assert math.isfinite(final["train_loss"]) and math.isfinite(final["test_loss"])
     assert 0.0 <= final["test_acc"] <= 100.0
+
+
+def _composer_cases() -> list[tuple[str, list[str]]]:
+    """Per paper and profile, the first run of two presets and the last run (other values of
+    the swept keys), as the runner would start them."""
+    from pathlib import Path
+
+    from trainrepro.reproduce.cli import run_specs
+    from trainrepro.reproduce.papers import PAPERS
+
+    cases = []
+    for name, paper in sorted(PAPERS.items()):
+        for profile_name, profile in paper.profiles.items():
+            specs = run_specs(paper, profile, Path("runs"), ["epochs=2"])
+            first = {}
+            for run_dir, overrides in specs:
+                first.setdefault(overrides[0], (run_dir, overrides))
+            picked = [*list(first.values())[:2], specs[-1]]
+            cases += [(f"{name}-{profile_name}:{d.name}", o) for d, o in picked]
+    return cases
+
+
+def test_composer_gives_what_compose_gives():
+    """The preflight's Composer (group choices composed once, values applied by Hydra's own
+    routine) must build exactly the config a plain compose builds, for every paper's runs."""
+    from omegaconf import OmegaConf
+
+    from trainrepro.config import Composer, compose
+    from trainrepro.errors import ConfigError
+
+    composer = Composer()
+    for label, overrides in _composer_cases():
+        fast = OmegaConf.to_container(composer(overrides))
+        assert fast == OmegaConf.to_container(compose(overrides)), label
+    bad = ["+experiment=gn/bn", "optimizer.lr=-1", "optimizer.nope=1"]
+    with pytest.raises(ConfigError) as fast_error:
+        composer(bad)
+    with pytest.raises(ConfigError) as plain_error:
+        compose(bad)
+    assert str(fast_error.value) == str(plain_error.value)

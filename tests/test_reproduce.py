@@ -47,7 +47,7 @@ def test_declaration_is_complete(name):
     claims = [c.key for c in paper.claims]
     assert claims and len(set(claims)) == len(claims)
     for claim in paper.claims:
-        assert claim.statement and claim.source and claim.acceptance and callable(claim.check)
+        assert claim.statement and claim.source and claim.acceptance and callable(claim.measure)
         assert set(claim.profiles) <= set(PROFILES)
         assert set(claim.profiles) == set(PROFILES) or claim.scale_note
     keys = [n.key for n in paper.numbers]
@@ -198,7 +198,7 @@ def test_committed_runs_csv_reproduces_the_committed_table(name, profile):
         c.key: v.status for c, v in verdicts(res)
     }
     index = (REPO / "results" / "README.md").read_text()
-    assert re.search(rf"\[{re.escape(paper.result_name(profile))}/REPORT.md\]", index)
+    assert re.search(rf"\({re.escape(paper.result_name(profile))}/REPORT.md\)", index)
 
 
 def test_overrides_after_the_paper_reach_every_run(tmp_path, capsys):

@@ -11,6 +11,7 @@ arguments. The builder receives plain Python values, never a ``DictConfig``.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
@@ -90,6 +91,47 @@ def compose(overrides: list[str]) -> DictConfig:
         raise ConfigError("override", " ".join(overrides), first_line(e) + cause) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+class Composer:
+    """:func:`compose` for many override lists that share their group choices (a paper's runs:
+    the same preset and profile, other learning rates, folds and seeds).
+
+    Each distinct set of group overrides (``+experiment=...``, ``profile=...``) is composed by
+    Hydra once; the value overrides (``optimizer.lr=0.01``) are then applied to a copy by
+    Hydra's own routine for them, the step its compose ends with, so the result is the same
+    config (tests/test_compose.py compares the two on every run of every paper). Any error is
+    re-raised from a plain :func:`compose`, so its message is the same too.
+    """
+
+    def __init__(self) -> None:
+        self._bases: dict[tuple[str, ...], DictConfig] = {}
+        self._group_names = set(groups())
+
+    def _is_group(self, o: Override) -> bool:
+        key = o.key_or_group
+        return o.package is not None or key.split("/")[0] in self._group_names
+
+    def __call__(self, overrides: list[str]) -> DictConfig:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        try:
+            parsed = OverridesParser.create().parse_overrides(list(overrides))
+        except HydraException:
+            return compose(list(overrides))
+        if any(o.key_or_group.startswith("hydra") for o in parsed):
+            return compose(list(overrides))
+        chosen = tuple(o.input_line for o in parsed if self._is_group(o))
+        if chosen not in self._bases:
+            self._bases[chosen] = compose(list(chosen))
+        cfg = copy.deepcopy(self._bases[chosen])
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(
+                [o for o in parsed if not self._is_group(o)], cfg
+            )
+        except (HydraException, OmegaConfBaseException):
+            return compose(list(overrides))  # the error, in compose's own words
+        return cfg
 
 
 def first_line(e: BaseException) -> str:

@@ -142,10 +142,14 @@ class Claim:
         needed = seeds_needed(iv, e.direction, e.threshold) if verdict == INCONCLUSIVE else None
         text = f"{e.name}: {iv.show(unit=e.unit)}; {m.detail}"
         if verdict == INCONCLUSIVE:
-            text += (
-                f"; the interval straddles {e.threshold:+g}: about {needed} seeds would settle it "
-                "at this spread" if needed else "; one run has no spread: run at least 3 seeds"
-            )
+            if needed:
+                text += f"; the interval straddles {e.threshold:+g}: about {needed} seeds would "
+                text += "settle it at this spread"
+            elif iv.n < 2:
+                text += "; one run has no spread: run at least 3 seeds"
+            else:
+                text += f"; the mean sits too near {e.threshold:+g} for any affordable number of "
+                text += "seeds to settle it at this spread"
         return Verdict(verdict, text, m.numbers, iv, needed)
 
     def verdict(self, results: Results) -> Verdict:

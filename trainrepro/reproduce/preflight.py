@@ -43,24 +43,43 @@ def dataset_error(dataset: DictConfig) -> str | None:
 
 def preflight_errors(specs: Sequence[RunSpec]) -> list[str]:
     """One message per distinct problem. Every run's config is composed and given the checks
-    that need no data (trainrepro.engine.build.check_config: a bad key of any one run stops them all
-    before the first starts); each preset's dataset is looked for once."""
-    from trainrepro.config import compose
+    that need no data (trainrepro.engine.build.check_config: a bad key of any one run stops
+    them all before the first starts); each preset's dataset is looked for once.
+
+    Runs that differ only in their seed compose to the same config but for ``seed``, which
+    every check here only needs to be an integer: each distinct set of the other overrides is
+    composed and checked once (a paper's full profile repeats most of its settings per seed).
+    """
+    from trainrepro.config import Composer
     from trainrepro.engine.build import check_config
+
+    compose = Composer()
 
     seen: set[str] = set()
     runs_of: dict[str, list[str]] = {}  # problem -> the run dirs that have it
+    checked: dict[tuple[str, ...], str | DictConfig] = {}  # overrides but seed -> error or cfg
     for run_dir, overrides in specs:
-        try:
-            cfg = compose(list(overrides))
-            check_config(cfg)
-        except ConfigError as e:
-            runs_of.setdefault(str(e), []).append(str(run_dir))
+        seeds = [o for o in overrides if o.startswith("seed=")]
+        if any(not s.removeprefix("seed=").lstrip("-").isdigit() for s in seeds):
+            runs_of.setdefault(f"seed={seeds[-1].removeprefix('seed=')}: must be an integer",
+                               []).append(str(run_dir))  # fmt: skip
+            continue
+        key = tuple(o for o in overrides if not o.startswith("seed="))
+        if key not in checked:
+            try:
+                cfg = compose(list(overrides))
+                check_config(cfg)
+                checked[key] = cfg
+            except ConfigError as e:
+                checked[key] = str(e)
+        got = checked[key]
+        if isinstance(got, str):
+            runs_of.setdefault(got, []).append(str(run_dir))
             continue
         preset = overrides[0]  # +experiment=<paper>/<preset>
         if preset not in seen:
             seen.add(preset)
-            error = dataset_error(cfg.dataset)
+            error = dataset_error(got.dataset)
             if error:
                 runs_of.setdefault(error, [])
     return [
