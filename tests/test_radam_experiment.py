@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from trainrepro.config import instantiate
 from trainrepro.engine.train import train
 from trainrepro.reproduce.cli import main as reproduce
 from trainrepro.reproduce.data import results
+from trainrepro.reproduce.paper import Results
 from trainrepro.reproduce.papers import PAPERS
 from trainrepro.reproduce.papers.radam import GRID
 
@@ -78,7 +80,7 @@ def test_declared_runs_are_each_listed_once(profile, tmp_path, capsys):
     assert reproduce(args) == 0
     lines = capsys.readouterr().out.splitlines()[:-1]
     dirs = [line.split()[1] for line in lines]
-    assert len(dirs) == len(set(dirs)) == (20 if profile == "quick" else 90)
+    assert len(dirs) == len(set(dirs)) == (59 if profile == "quick" else 106)
     for line in lines:
         _, run_dir, *overrides = line.split()
         preset = re.match(r".*/r/(\w+?)(?:_w\d+)?/lr", run_dir).group(1)
@@ -111,40 +113,85 @@ def _tiny_run(root, preset: str, lr: float, seed: int, final_acc: float | None =
         metrics.to_csv(run_dir / "metrics.csv", index=False)
 
 
+# Pinned final accuracies over the grid (0.1, 0.03, 0.01, 0.003), seeds 1 and 2: Adam's spread
+# 30 and 26 points, RAdam's 1.0 and 0.9.
+PINNED = {
+    "adam": {1: (60.0, 70.0, 80.0, 90.0), 2: (62.0, 71.0, 79.0, 88.0)},
+    "radam": {1: (80.0, 80.5, 81.0, 80.2), 2: (80.0, 80.3, 80.1, 80.9)},
+}
+
+
 def test_report_on_tiny_real_runs(tmp_path):
     root = tmp_path / "radam-quick"
     for preset, acc in (("adam", 60.0), ("adam_warmup", None), ("radam", 80.0)):
         _tiny_run(root, preset, 0.1, 0, final_acc=acc)
-    # The rest of the grid: copies with pinned accuracies (RAdam's spread 1, Adam's 30 points).
-    for preset, accs in (("adam", (60.0, 70.0, 80.0, 90.0)), ("radam", (80.0, 80.5, 81.0, 80.2))):
+    # The rest: copies of the seed-0 runs with pinned accuracies.
+    for preset, seeds in PINNED.items():
         src = root / preset / "lr0.1" / "seed0"
-        for lr, acc in zip(GRID, accs, strict=True):
-            dst = root / preset / f"lr{lr:g}" / "seed1"
-            shutil.copytree(src, dst)
-            (dst / "config.yaml").write_text(
-                (dst / "config.yaml").read_text().replace("lr: 0.1", f"lr: {lr}")
-            )
-            metrics = pd.read_csv(dst / "metrics.csv")
-            metrics.loc[metrics.index[-1], "test_acc"] = acc
-            metrics.to_csv(dst / "metrics.csv", index=False)
+        for seed, accs in seeds.items():
+            for lr, acc in zip(GRID, accs, strict=True):
+                dst = root / preset / f"lr{lr:g}" / f"seed{seed}"
+                shutil.copytree(src, dst)
+                text = (dst / "config.yaml").read_text().replace("lr: 0.1", f"lr: {lr}")
+                (dst / "config.yaml").write_text(text.replace("seed: 0", f"seed: {seed}"))
+                metrics = pd.read_csv(dst / "metrics.csv")
+                metrics.loc[metrics.index[-1], "test_acc"] = acc
+                metrics.to_csv(dst / "metrics.csv", index=False)
     out = tmp_path / "out"
     assert report(root, out) == 0
     table = (out / "table.md").read_text()
-    assert "| RAdam | 0.1 | 2/2 |" in table and "91.06 (Sec. 5.2)" in table
+    assert "| RAdam | 0.1 | 3/3 |" in table and "91.06 (Sec. 5.2)" in table
     assert "91.38 (Table 1)" in table and "90.54 (Table 1)" in table
-    # Grid spreads of the means: RAdam 81.0 - 80.0, Adam 90.0 - 60.0 (seed 0 pinned at lr 0.1).
+    # Per seed that ran the whole grid (1, 2): Adam's spread minus RAdam's, 29.0 and 25.1.
     text = (out / "REPORT.md").read_text()
-    assert "RAdam 1.00 points, Adam 30.00" in text and "`lr_robustness` (**pass**)" in text
+    assert "per seed: seed 1 +29.00, seed 2 +25.10" in text
+    assert "mean spread over these seeds: Adam 28.00, RAdam 0.95 points" in text
+    assert "`lr_robustness` (**pass**)" in text
     assert "change of the median log10|g|" in text
-    claims = json.loads((out / "verdicts.json").read_text())["claims"]
-    assert claims[0]["status"] == "pass" and claims[1]["status"] in ("pass", "fail")
+    claims = {c["key"]: c for c in json.loads((out / "verdicts.json").read_text())["claims"]}
+    assert claims["lr_robustness"]["n"] == 2 and claims["lr_robustness"]["low"] > 0
+    # Only seed 0 has all three histograms: one value, no interval.
+    assert claims["gradient_distortion"]["status"] == "inconclusive"
+    assert claims["gradient_distortion"]["n"] == 1
+    for key in ("lr_robustness_sgd", "sgd_accuracy", "adam_2k"):  # no SGD, no Adam-2k runs
+        assert claims[key]["status"] == "not run"
     kept = json.loads((out / "grad_hist_distortion.json").read_text())
-    assert set(kept["runs"]) == {"adam", "adam_warmup", "radam"}
+    assert set(kept["seeds"]["0"]) == {"adam", "adam_warmup", "radam"}
+    assert set(kept["seeds"]["1"]) == {"adam", "radam"}
+    assert kept["source"] == "runs/radam-quick/<preset>/lr0.1/seed<k>/grad_hist.pt"
     for name in ("lr_robustness", "curves", "grad_hist", "rectification"):
         for ext in ("png", "pdf"):
             assert (out / f"{name}.{ext}").stat().st_size > 0
     runs = pd.read_csv(out / "runs.csv")
-    assert runs["run_dir"].nunique() == 11
+    assert runs["run_dir"].nunique() == 3 + 2 * 4 * 2
+
+
+def _final(rows: list[tuple[str, float, int, str, float]]) -> Results:
+    """Results of final epochs only: (preset, lr, seed, status, test accuracy) per run."""
+    df = pd.DataFrame(
+        [
+            {"run_dir": f"{p}/lr{lr:g}/seed{s}", "preset": p, "grid_lr": lr, "seed": s,
+             "status": st, "epoch": 10, "test_acc": acc}
+            for p, lr, s, st, acc in rows
+        ]
+    )  # fmt: skip
+    return Results(PAPERS["radam"], "quick", "radam-quick", df, None, Path("."), "test")
+
+
+def test_a_diverged_run_counts_at_chance_in_the_spread():
+    rows = [("radam", lr, s, "completed", 80.0 + s) for lr in GRID for s in (0, 1, 2)]
+    rows += [("sgd", lr, s, "completed", 85.0) for lr in GRID for s in (0, 1, 2)]
+    rows += [("sgd", 0.1, s, "running", 50.0) for s in (3,)]  # unfinished: left out
+    res = _final([r for r in rows if not (r[0] == "sgd" and r[1] == 0.1 and r[2] == 2)]
+                 + [("sgd", 0.1, 2, "diverged", float("nan"))])  # fmt: skip
+    claim = next(c for c in PAPERS["radam"].claims if c.key == "lr_robustness_sgd")
+    m = claim.measure(res)
+    assert m.values == (0.0, 0.0, 75.0)  # seed 2's SGD at lr 0.1 diverged: 85 - 10
+    assert "diverged runs, counted at chance: 1" in m.detail
+    sgd = next(c for c in PAPERS["radam"].claims if c.key == "sgd_accuracy")
+    # best lr by mean: RAdam's lrs all tie (the first wins), SGD's is one of its 85s
+    assert [round(v, 6) for v in sgd.measure(res).values] == [-5.0, -4.0, -3.0]
+    assert sgd.verdict(res).status == "pass"  # RAdam wholly below SGD + 0.5
 
 
 def test_report_refuses_a_flat_folder(tmp_path, capsys):
@@ -155,13 +202,24 @@ def test_report_refuses_a_flat_folder(tmp_path, capsys):
 
 
 def test_committed_quick_results_keep_their_numbers():
-    """The committed runs.csv (the bf16 + channels_last run) still gives the committed report's
-    numbers."""
+    """The committed runs.csv (the bf16 + channels_last run: 2 seeds of Adam and RAdam over the
+    grid, 1 of the rest) still gives the committed report's numbers and verdicts."""
     out = REPO / "results" / "radam-quick"
     res = results(PAPERS["radam"], "quick", out, None, out / "runs.csv")
     table = PAPERS["radam"].table(res)
     assert "| RAdam | 0.1 | 2/2 | 62.02 ± 0.44 (61.71–62.33) | 0 | 91.06 (Sec. 5.2) |" in table
     assert "| Adam | 0.1 | 2/2 | 33.27 ± 2.41 (31.56–34.97) | 0 | — | 90.54 (Table 1) |" in table
-    robust, hist = (c.verdict(res) for c in PAPERS["radam"].claims)
-    assert "RAdam 3.08 points, Adam 29.30" in robust.detail and robust.status == "pass"
-    assert hist.status == "pass" and "Adam -2.40 (from -2.92 to -5.32" in hist.detail
+    v = {c.key: c.verdict(res) for c in PAPERS["radam"].claims}
+    assert {k: x.status for k, x in v.items()} == {
+        "lr_robustness": "pass",
+        "lr_robustness_sgd": "not run",  # SGD ran lr 0.1 only
+        "sgd_accuracy": "inconclusive",
+        "adam_2k": "inconclusive",
+        "gradient_distortion": "inconclusive",  # seed 0's histograms only
+    }
+    assert "+26.22 points, 95% interval [+4.49, +47.95] over 2 seeds" in v["lr_robustness"].detail
+    assert "Adam 29.43, RAdam 3.20 points" in v["lr_robustness"].detail
+    assert "+0.54 points (one run" in v["sgd_accuracy"].detail
+    assert "-0.91 points (one run" in v["adam_2k"].detail
+    hist = v["gradient_distortion"].detail
+    assert "+2.12 decades (one run" in hist and "Adam -2.40 (from -2.92 to -5.32" in hist

@@ -12,18 +12,8 @@ from functools import cache
 
 import pandas as pd
 
-from trainrepro.reproduce.paper import (
-    FAIL,
-    NOT_CHECKED,
-    PASS,
-    Claim,
-    Paper,
-    PaperNumber,
-    Profile,
-    Results,
-    Run,
-    Verdict,
-)
+from trainrepro.reproduce.paper import Paper, Profile, Results, Run
+from trainrepro.reproduce.papers.smith18_claims import CLAIMS, NUMBERS, PAPER_NUMBERS
 from trainrepro.reproduce.papers.smith18_figures import (
     FIG5,
     FIGURES,
@@ -35,48 +25,57 @@ from trainrepro.reproduce.papers.smith18_figures import (
 )
 
 PRESETS = (*(f"{o}_{s}" for o in OPTIMIZERS for s in SCHEDULES), *(p for p, _ in FIG5[1:]))
+OPTIMIZER_PRESETS = tuple(f"{o}_{s}" for o in OPTIMIZERS for s in SCHEDULES)
 CIFAR10_TRAIN = 50_000  # the full profile trains on all of it
-# Acceptance (issue of the reproduction, for the main schedules, SGD with momentum)
-MAX_ACC_GAP = 2.0  # points between the three schedules' mean final test accuracies
-MAX_UPDATE_RATIO = 0.45  # increase_batch updates / decay_lr updates
-
-# The numbers the paper states in its text, all at full scale (WRN-16-4, 50k images, 200
-# epochs); its other CIFAR-10 curves are given only as figures.
-NUMBERS = tuple(
-    n
-    for preset, shown, updates, acc in (
-        ("momentum_decay_lr", "~80,000", 80_000, 94.3),
-        ("fig5_increase_batch", "~29,000", 29_000, 94.4),
-        ("fig5_increased_lr", "<6,500", 6_500, 94.5),
-        ("fig5_increased_momentum", "<2,500", 2_500, 93.3),
-    )
-    for n in (
-        PaperNumber(f"{preset}.updates", updates, shown, "Sec. 5.2, Fig. 5"),
-        PaperNumber(f"{preset}.acc", acc, f"{acc}", "Sec. 5.2, Fig. 5"),
-    )
-)
-_PAPER = {n.key: n for n in NUMBERS}
+_PAPER = PAPER_NUMBERS
 
 
-def _runs(presets: tuple[str, ...], seeds: tuple[int, ...]) -> tuple[Run, ...]:
-    return tuple(Run(f"{p}/seed{s}", p, s) for p in presets for s in seeds)
+def _runs(presets: tuple[str, ...], seeds: range) -> tuple[Run, ...]:
+    """Seed by seed, so that a profile stopped early leaves whole seeds to pair."""
+    return tuple(Run(f"{p}/seed{s}", p, s) for s in seeds for p in presets)
 
 
+# Seeds per compared cell (issue 18): 5 where the claim is "the same accuracy" (an equivalence
+# within ±1 point, the expected difference under a point), 3 for the increased-momentum run
+# (a one-sided claim 1 point from its threshold), 1 for Figure 5's increasing-batch run, which
+# no claim compares (the table shows it beside the paper's 94.4).
 PROFILES = {
     "full": Profile(
-        "full", _runs(tuple(sorted(PRESETS)), (0, 1, 2)), note="GPU, 15 presets × 3 seeds"
+        "full",
+        _runs(OPTIMIZER_PRESETS, range(5))
+        + _runs(("fig5_increased_lr", "fig5_increased_momentum", "fig5_increase_batch"), range(3)),
+        note="GPU, 69 runs: the 12 optimizer × schedule presets × 5 seeds, the Figure 5 runs "
+        "× 3 seeds",
     ),
-    # Longest first; two single-threaded runs at a time use both cores best. 21 min in bf16.
+    # Two single-threaded runs at a time use both cores best; every run takes ~4 min in bf16.
     "quick": Profile(
         "quick",
-        _runs(MAIN, (0, 1)) + _runs(tuple(p for p, _ in FIG5[1:]), (0,)),
+        _runs((*MAIN, "fig5_increased_lr"), range(5))
+        + _runs(("fig5_increased_momentum",), range(3))
+        + _runs(("fig5_increase_batch",), range(1)),
         config=("profile=smith18_quick",),
         jobs=2,
         threads=1,
-        note="2 CPU cores, bf16, 21 min (measured): the momentum schedules × 2 seeds and the "
-        "Figure 5 runs",
+        note="2 CPU cores, bf16, ~50 min (estimated from the measured 4.1 min per run, two at a "
+        "time): the momentum schedules and Figure 5's increased lr × 5 seeds, its increased "
+        "momentum × 3, its increasing batch × 1",
     ),
 }
+
+SETTING = (
+    "the paper trains a Wide ResNet-16-4 (2.7M parameters) with ghost batch norm (ghost batch "
+    "128) on all 50,000 CIFAR-10 training images for 200 epochs, SGD with momentum 0.9 from "
+    "lr 0.1 and batch 128, three steps of factor 5 (epochs 60, 120, 160: lr ×0.2, or batch ×5, "
+    "up to 16,000), Figure 5's runs with batches up to 5,120; its hardware and number of runs "
+    "per curve are not restated in the parts of the paper read here. The quick profile keeps "
+    "the schedules' structure (factor 5 at 30/60/80% of training, the same batch ladder "
+    "relative to the first batch, N/B0 = 312 updates per epoch against 390) and shrinks the "
+    "rest: WRN-10-1 (78k parameters), a stratified 10,000 of the training images (all 10,000 "
+    "test images), 20 epochs, batch 32 with ghost batches of 32, bf16 + channels_last on 2 "
+    "CPU cores; only SGD with momentum (not Nesterov, vanilla SGD or Adam). Accuracies are "
+    "therefore ~68% against the paper's ~94%, and the increased-momentum run has 170 updates "
+    "in all (full scale: 2,160). The full profile is the paper's setting on one GPU."
+)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -119,8 +118,9 @@ def _known(value: object) -> bool:
 
 
 @cache
-def planned_full_updates(preset: str) -> int | None:
-    """Updates of the preset at full scale, from its config alone (no data, no training)."""
+def planned_updates(preset: str, config: tuple[str, ...] = ()) -> int | None:
+    """Updates of the preset under a profile's ``config`` overrides (none: full scale), from
+    its schedule alone (no data, no training)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from torch import nn
@@ -132,11 +132,35 @@ def planned_full_updates(preset: str) -> int | None:
         return None
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"+experiment=smith18/{preset}"])
+        cfg = compose(config_name="config", overrides=[f"+experiment=smith18/{preset}", *config])
     GlobalHydra.instance().clear()
     schedule = make_schedule(cfg, instantiate("optimizer", cfg.optimizer, nn.Linear(1, 1)))
     n_train = cfg.dataset.train_size or CIFAR10_TRAIN
     return sum(n_train // b for b in epoch_batch_sizes(schedule, cfg.epochs, n_train))
+
+
+def planned_full_updates(preset: str) -> int | None:
+    return planned_updates(preset)
+
+
+def plan_note(profile: str) -> str:
+    """Fewer updates as what it is: arithmetic of the schedules, the same before any run."""
+    pair = ("momentum_increase_batch", "momentum_decay_lr")
+    scales = [(profile, PROFILES[profile].config)] if profile != "full" else []
+    scales.append(("full", ()))
+    parts = []
+    for name, config in scales:
+        ib, dl = (planned_updates(p, tuple(config)) for p in pair)
+        where = "at full scale" if name == "full" else f"in the {name} profile's plan"
+        parts.append(f"{ib / dl:.3f} {where} ({ib:,} ÷ {dl:,})")
+    paper = _PAPER["fig5_increase_batch.updates"], _PAPER["momentum_decay_lr.updates"]
+    return (
+        "Fewer updates (Sec. 5.1-5.2, Figs. 2b, 5) is a fact of the schedules, true before any "
+        "training, so it is stated here and not judged as a claim: increase_batch takes "
+        + " and ".join(parts)
+        + f" × the updates of decay_lr (paper: {paper[0].shown} ÷ {paper[1].shown} "
+        f"≈ {paper[0].value / paper[1].value:.2f})."
+    )
 
 
 def _acc(row: pd.Series) -> str:
@@ -193,89 +217,12 @@ def table(res: Results) -> str:
         "momentum_decay_lr, the paper's original schedule). Accuracy: the last epoch's, over "
         "completed runs only. Paper numbers: Sec. 5.2 / Figure 5 (WRN-16-4, all 50k images, "
         "200 epochs); the other curves are given in the paper only as figures.",
+        "",
+        plan_note(res.profile),
     ]
     if unfinished:
         lines += ["", "## Unfinished runs (left out of the accuracies)", "", *unfinished]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- claims
-def _gap(summary: pd.DataFrame, presets: list[str]) -> float:
-    means = summary.loc[presets, "acc_mean"]
-    return float(means.max() - means.min())
-
-
-def check_equal_accuracy(res: Results) -> Verdict:
-    summary = summarize(res.df)
-    if not _has(summary, MAIN):
-        return Verdict(NOT_CHECKED, "the three momentum schedules have no completed runs yet")
-    gap = _gap(summary, list(MAIN))
-    means = {p: float(summary.loc[p, "acc_mean"]) for p in MAIN}
-    detail = (
-        f"final test accuracy, max − min of the three schedules' means: {gap:.2f} points "
-        f"(needs ≤ {MAX_ACC_GAP:g}; means "
-        + ", ".join(f"{label(p)} {m:.2f}" for p, m in means.items())
-        + ")"
-    )
-    return Verdict(PASS if gap <= MAX_ACC_GAP else FAIL, detail, {"gap": gap, **means})
-
-
-def check_fewer_updates(res: Results) -> Verdict:
-    summary = summarize(res.df)
-    pair = ["momentum_decay_lr", "momentum_increase_batch"]
-    if not _has(summary, pair):
-        return Verdict(NOT_CHECKED, "decay_lr or increase_batch (momentum) has no completed run")
-    ups = [int(summary.loc[p, "updates"]) for p in pair]
-    ratio = ups[1] / ups[0]
-    detail = (
-        f"updates, increase_batch ÷ decay_lr: {ratio:.3f} ({ups[1]:,} ÷ {ups[0]:,}; needs ≤ "
-        f"{MAX_UPDATE_RATIO:g}; paper ~29,000 ÷ ~80,000 ≈ 0.36)"
-    )
-    return Verdict(PASS if ratio <= MAX_UPDATE_RATIO else FAIL, detail, {"ratio": ratio})
-
-
-def check_other_optimizers(res: Results) -> Verdict:
-    summary = summarize(res.df)
-    gaps = {}
-    for prefix in list(OPTIMIZERS)[1:]:
-        presets = [f"{prefix}_{s}" for s in SCHEDULES]
-        if not _has(summary, presets):
-            return Verdict(NOT_CHECKED, f"the {prefix} schedules have no completed runs yet")
-        gaps[prefix] = _gap(summary, presets)
-    detail = "max − min of the three schedules' means: " + ", ".join(
-        f"{OPTIMIZERS[p][0]} {g:.2f} points" for p, g in gaps.items()
-    )
-    ok = all(g <= MAX_ACC_GAP for g in gaps.values())
-    return Verdict(PASS if ok else FAIL, f"{detail} (each needs ≤ {MAX_ACC_GAP:g})", gaps)
-
-
-CLAIMS = (
-    Claim(
-        "equal_accuracy",
-        "Increasing the batch size (or a hybrid) instead of decaying the learning rate reaches "
-        "the same test accuracy (SGD with momentum)",
-        "Sec. 5.1, Figs. 2-3a",
-        f"the three schedules' mean final test accuracies lie within {MAX_ACC_GAP:g} points",
-        check_equal_accuracy,
-    ),
-    Claim(
-        "fewer_updates",
-        "Increasing the batch size takes far fewer parameter updates than decaying the "
-        "learning rate",
-        "Sec. 5.1-5.2, Figs. 2b, 5",
-        f"increase_batch needs ≤ {MAX_UPDATE_RATIO:g} × the updates of decay_lr",
-        check_fewer_updates,
-    ),
-    Claim(
-        "other_optimizers",
-        "The same equivalence holds for Nesterov momentum, vanilla SGD and Adam",
-        "Sec. 5.1, Figs. 3b, 4",
-        f"for each, the three schedules' means lie within {MAX_ACC_GAP:g} points",
-        check_other_optimizers,
-        profiles=("full",),
-        scale_note="the quick profile runs only SGD with momentum (time)",
-    ),
-)
 
 
 PAPER = Paper(
@@ -289,4 +236,5 @@ PAPER = Paper(
     figures=FIGURES,
     table=table,
     layout="{preset}/seed{seed}",
+    setting=SETTING,
 )
