@@ -121,3 +121,28 @@ def test_missing_dataset_names_the_root(tmp_path):
     line = result.stderr.strip()
     assert line.startswith(f"error: dataset.root={empty}") and "\n" not in line
     assert not run_dir.exists() and not any(empty.iterdir())
+
+
+def _readme_error_examples() -> list[tuple[str, str]]:
+    """``$ python -m trainrepro <args>`` lines of the README followed by an ``error:`` line."""
+    from support import REPO
+
+    lines = (REPO / "README.md").read_text().splitlines()
+    prefix = "$ python -m trainrepro "
+    return [
+        (line[len(prefix):], nxt)
+        for line, nxt in zip(lines, lines[1:], strict=False)
+        if line.startswith(prefix) and nxt.startswith("error:")
+    ]
+
+
+@pytest.mark.parametrize("args, expected", _readme_error_examples())
+def test_readme_error_examples_are_what_the_cli_prints(args, expected, tmp_path):
+    """The README shows real output: a new model or a reworded message fails here."""
+    result = cli(*args.split(), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == expected
+
+
+def test_the_readme_has_error_examples():
+    assert len(_readme_error_examples()) >= 2

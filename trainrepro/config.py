@@ -181,6 +181,19 @@ def check_kwargs(
         raise ConfigError(keys, [kwargs[k] for k in unknown], f"unknown key(s); valid: {valid}")
 
 
+def build_named(
+    registry: Mapping[str, Callable[..., Any]], group: str, name: str, *args: Any, **kwargs: Any
+) -> Any:
+    """``registry[name](*args, **kwargs)`` for Python callers (``create_model``, ``create_norm``,
+    ...; the CLI goes through the YAML): an unknown name or key is one ConfigError listing the
+    valid ones, as a config would get."""
+    if name not in registry:
+        raise ConfigError(group, name, f"unknown; valid: {', '.join(sorted(registry))}")
+    builder = registry[name]
+    check_kwargs(builder, group, kwargs)
+    return builder(*args, **kwargs)
+
+
 def instantiate(
     group: str, node: DictConfig | Mapping[str, Any], *args: Any, **runtime: Any
 ) -> Any:

@@ -12,8 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from trainrepro.config import check_kwargs
-from trainrepro.errors import ConfigError
+from trainrepro.config import build_named
 from trainrepro.models.lenet import build_lenet5
 from trainrepro.models.mobilenetv2 import build_mobilenetv2
 from trainrepro.models.nf_resnet import build_nf_resnet
@@ -38,11 +37,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build model ``name`` (a conf/model option), e.g.
     ``create_model("wrn", depth=28, width=10, num_classes=10, in_channels=3, image_size=32,
     norm_layer=batch_norm())``."""
-    if name not in MODELS:
-        raise ConfigError("model", name, f"unknown; valid: {', '.join(MODELS)}")
-    builder = MODELS[name]
-    check_kwargs(builder, "model", kwargs)
-    return builder(**kwargs)
+    return build_named(MODELS, "model", name, **kwargs)
 
 
 __all__ = [

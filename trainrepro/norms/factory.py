@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from trainrepro.config import check_kwargs
+from trainrepro.config import build_named
 from trainrepro.errors import ConfigError
 from trainrepro.norms.batch_group_norm import BatchGroupNorm2d
 from trainrepro.norms.ghost_bn import GhostBatchNorm2d
@@ -269,11 +269,7 @@ NORMS: dict[str, Callable[..., NormFactory]] = {
 
 def create_norm(name: str, **kwargs: Any) -> NormFactory:
     """The factory of normalization ``name`` (a conf/normalization option) with ``kwargs``."""
-    if name not in NORMS:
-        raise ConfigError("normalization", name, f"unknown; valid: {', '.join(NORMS)}")
-    builder = NORMS[name]
-    check_kwargs(builder, "normalization", kwargs)
-    return builder(**kwargs)
+    return build_named(NORMS, "normalization", name, **kwargs)
 
 
 def apply_norm_options(model: nn.Module, norm: NormFactory) -> nn.Module:

@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from trainrepro.config import check_kwargs
+from trainrepro.config import build_named
 from trainrepro.errors import ConfigError, check_bool, check_int, check_number
 from trainrepro.schedules.curves import (
     CYCLIC_MODES,
@@ -270,8 +270,4 @@ SCHEDULES: dict[str, ScheduleBuilder] = {
 
 def create_schedule(name: str, **kwargs: Any) -> Schedule:
     """Build schedule ``name`` from Python (the CLI goes through the YAML)."""
-    if name not in SCHEDULES:
-        raise ConfigError("schedule", name, f"unknown; valid: {', '.join(sorted(SCHEDULES))}")
-    builder = SCHEDULES[name]
-    check_kwargs(builder, "schedule", kwargs)
-    return builder(**kwargs)
+    return build_named(SCHEDULES, "schedule", name, **kwargs)
