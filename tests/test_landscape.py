@@ -89,3 +89,45 @@ def test_different_models_are_refused(runs, tmp_path, capsys):
     (a_dir, _), wide = runs
     assert landscape.main([str(a_dir), str(wide), "--out", str(tmp_path / "x")]) == 2
     assert "different models" in capsys.readouterr().err
+
+
+def test_sharpness_over_directions_is_relative_to_the_loss_at_the_run(runs):
+    """largebatch_landscape: per direction seed, the script's rise at ±0.5 divided by the loss
+    at the run itself."""
+    from trainrepro.reproduce.papers.largebatch_landscape import run_sharpness
+
+    (a_dir, _), _ = runs
+    got = run_sharpness(a_dir, seeds=(0, 1, 2), samples=64)
+    run, state = landscape.load_run(a_dir)
+    train = landscape.probe(run, run.data.train, 64)
+    for seed, value in enumerate(got):
+        curve = landscape.random_direction(run, state, np.linspace(-1, 1, 21), train, seed)
+        at_zero = curve["train_loss"][10]
+        assert value == pytest.approx(landscape.sharpness(curve) / at_zero, rel=1e-5)
+    assert len(set(got)) == 3  # three different directions
+
+
+def test_sharpness_file_is_kept_until_a_checkpoint_changes(runs, tmp_path, monkeypatch):
+    from trainrepro.reproduce.papers import largebatch_landscape as lbl
+
+    (a_dir, b_dir), _ = runs
+    root = a_dir.parent
+    pairs = {0: (a_dir.name, b_dir.name)}
+    calls = []
+
+    def fake(run_dir, *args, **kwargs):
+        calls.append(run_dir)
+        return [0.5] * len(lbl.DIRECTION_SEEDS)
+
+    monkeypatch.setattr(lbl, "run_sharpness", fake)
+    saved = tmp_path / lbl.SHARPNESS_FILE
+    data = lbl.compute(root, pairs, saved, (16, 128))
+    assert len(calls) == 2 and lbl.per_seed(data) == {0: (0.5, 0.5)}
+    assert json.loads(saved.read_text())["seeds"]["0"]["runs"] == [a_dir.name, b_dir.name]
+    lbl.compute(root, pairs, saved, (16, 128))
+    assert len(calls) == 2  # unchanged checkpoints: read back
+    row = json.loads(saved.read_text())
+    row["seeds"]["0"]["sha256"][0] = "0" * 64  # as if the run had been trained again
+    saved.write_text(json.dumps(row))
+    lbl.compute(root, pairs, saved, (16, 128))
+    assert len(calls) == 4

@@ -253,7 +253,8 @@ def test_create_model() -> None:
         norm_layer=batch_norm(),
     )
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
-    with pytest.raises(ConfigError, match=r"^model=vgg: unknown; valid: lenet5, mobilenetv2, nf_resnet, resnet"):
+    valid = "lenet5, mobilenetv2, nf_resnet, resnet"
+    with pytest.raises(ConfigError, match=rf"^model=vgg: unknown; valid: {valid}"):
         create_model("vgg")
     with pytest.raises(ConfigError, match=r"model\.depht"):
         create_model(

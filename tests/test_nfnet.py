@@ -305,3 +305,79 @@ def test_spp_unnormalized_mean_grows_bn_and_nf_stay_bounded() -> None:
     assert last["ResNet, no normalization"] / first["ResNet, no normalization"] > 10
     assert df[df["variant"] == "NF-ResNet"]["avg_sq_mean"].max() < 0.1
     assert df[df["variant"] == "BN-ResNet"]["avg_sq_mean"].max() < 10
+
+
+# ---------------------------------------------------------------- the claims (experiment)
+def nf_results(rows: list[tuple[str, int, float, int, str, float, float]], tmp_path) -> object:
+    """A Results of final epochs: (cell, batch, lr, seed, status, test_acc, train_loss)."""
+    import pandas as pd
+
+    from trainrepro.reproduce.paper import Results
+    from trainrepro.reproduce.papers.nfnet import PAPER
+
+    df = pd.DataFrame(
+        [{"run_dir": f"{c}/b{b}/lr{lr:g}/seed{s}", "preset": c, "status": st, "epoch": 6,
+          "test_acc": acc, "train_loss": loss, "seed": s, "grid_batch": b, "grid_lr": lr,
+          "agc_clipped_units": 0.5 if "agc" in c else math.nan}
+         for c, b, lr, s, st, acc, loss in rows]
+    )  # fmt: skip
+    return Results(PAPER, "quick", "nfnet-quick", df, None, tmp_path, "synthetic")
+
+
+def test_nf_claims_pair_runs_by_seed(tmp_path) -> None:
+    from trainrepro.reproduce.papers import nfnet
+
+    rows = [("bn_resnet", 128, 0.1, s, "completed", 40.0 + s, 1.5) for s in (0, 1, 2)]
+    rows += [("nf_resnet", 128, 0.1, s, "completed", 39.0 + 2 * s, 1.6) for s in (0, 1, 2)]
+    rows += [("nf_resnet_agc", 128, 0.1, s, "completed", 38.0, 1.7) for s in (0, 1)]
+    rows += [("nf_resnet_agc", 128, 0.1, 2, "diverged", math.nan, math.nan)]
+    res = nf_results(rows, tmp_path)
+    assert nfnet.measure_nf_matches_bn(res).values == (-1.0, 0.0, 1.0)
+    agc = nfnet.measure_agc_small_batch(res)
+    assert agc.values == (-1.0, -3.0, nfnet.CHANCE - 43.0)  # a diverged run counts as chance
+    assert "diverged" in agc.detail and "50% of units" in agc.detail
+    assert nfnet.measure_agc_threshold(res).status == "not run"  # no λ sweep in these runs
+
+
+def test_agc_threshold_is_the_slope_per_doubling_per_seed(tmp_path) -> None:
+    from trainrepro.reproduce.papers import nfnet
+
+    rows = []
+    for s, slope in ((0, 1.0), (1, -0.5), (2, 0.25)):
+        for clip, x in ((0.01, 0), (0.04, 2), (0.16, 4)):
+            cell = "nf_resnet_agc" if clip == 0.01 else f"nf_resnet_agc_clip{clip:g}"
+            rows.append((cell, 128, 0.1, s, "completed", 30.0 + slope * x, 1.7))
+    got = nfnet.measure_agc_threshold(nf_results(rows, tmp_path))
+    assert got.values == pytest.approx((1.0, -0.5, 0.25))
+
+
+def test_agc_stability_counts_stable_lrs_per_seed(tmp_path) -> None:
+    from trainrepro.reproduce.papers import nfnet
+
+    rows = []
+    for s in (0, 1):
+        for lr in (0.4, 1.6, 6.4):
+            nf_ok = lr == 0.4 or (s == 1 and lr == 1.6)
+            rows.append(("nf_resnet", 512, lr, s, "completed" if nf_ok else "diverged", 30.0,
+                         1.9 if nf_ok else math.nan))  # fmt: skip
+            rows.append(("nf_resnet_agc", 512, lr, s, "completed", 30.0, 1.9 if lr < 6 else 2.4))
+    got = nfnet.measure_agc_stability(nf_results(rows, tmp_path))
+    assert got.values == (1.0, 0.0)  # AGC: 2 stable (ln 10 < 2.4 at 6.4); NF: 1, then 2
+
+
+def test_committed_nfnet_quick_verdicts() -> None:
+    """The committed report's numbers: one seed of each compared cell (the profile declares
+    three), so every comparison of runs is inconclusive and the λ sweep is not run."""
+    import json
+
+    from support import REPO
+
+    record = json.loads((REPO / "results/nfnet-quick/verdicts.json").read_text())
+    got = {c["key"]: (c["status"], c["n"], c["mean"]) for c in record["claims"]}
+    assert got["nf_matches_bn"] == ("inconclusive", 1, pytest.approx(38.16 - 45.68))
+    assert got["agc_small_batch"] == ("inconclusive", 1, pytest.approx(32.99 - 38.16))
+    assert got["agc_stability"] == ("inconclusive", 1, 2.0)
+    assert got["agc_threshold"][:2] == ("not run", 0)
+    assert got["signal_propagation"][:2] == ("pass", 3)
+    assert got["signal_propagation_bounded"][:2] == ("pass", 3)
+    assert got["signal_propagation_bounded"][2] == pytest.approx(0.60, abs=0.01)

@@ -125,7 +125,8 @@ def test_bad_values_raise_config_error(builder, kwargs: dict, key: str) -> None:
 def test_create_norm() -> None:
     layer = create_norm("gn", groups=2)(6)
     assert isinstance(layer, nn.GroupNorm) and layer.num_groups == 2
-    with pytest.raises(ConfigError, match=r"^normalization=wn: unknown; valid: bgn, bn, ghost_bn, gn"):
+    valid = "bgn, bn, ghost_bn, gn"
+    with pytest.raises(ConfigError, match=rf"^normalization=wn: unknown; valid: {valid}"):
         create_norm("wn")
     with pytest.raises(ConfigError, match=r"normalization\.group"):
         create_norm("gn", group=2)
