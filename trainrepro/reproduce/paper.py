@@ -27,8 +27,6 @@ from trainrepro.analysis.intervals import (
 
 NOT_RUN = "not run"  # the profile holds no runs for it (or they are missing): say which does
 STATUSES = (PASS, FAIL, INCONCLUSIVE, NOT_RUN)
-# TRANSITION (removed when every paper declares Effects): the retired statuses map to not run.
-NOT_SHOWN = NOT_CHECKED = NOT_RUN
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ class Claim:
     key: str
     statement: str
     source: str  # where the paper makes it
-    effect: Effect | str  # TRANSITION: a str is a legacy acceptance text (measure -> Verdict)
+    effect: Effect
     measure: Callable[[Results], Measurement | Verdict]
     profiles: tuple[str, ...] = ("quick", "full")  # the scales whose runs can show it
     scale_note: str = ""  # why another scale cannot
@@ -127,8 +125,6 @@ class Claim:
     def acceptance(self) -> str:
         """The check in words, from the effect: the same words every report uses."""
         e = self.effect
-        if isinstance(e, str):  # TRANSITION
-            return e
         return f"{e.name}: {describe(e.direction, e.threshold, e.unit)}"
 
     def judge(self, m: Measurement) -> Verdict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from trainrepro.reproduce.data import RUNS_CSV, write_runs_csv
-from trainrepro.reproduce.paper import NOT_RUN, Paper, Results, Verdict
+from trainrepro.reproduce.paper import NOT_RUN, Effect, Paper, Results, Verdict
 
 VERDICTS = "verdicts.json"
 
@@ -133,12 +133,10 @@ def _measured(claim: object, v: Verdict) -> str:
     iv = v.interval
     if iv is None:
         return "—"
-    return iv.show(unit=getattr(claim.effect, "unit", "")).replace(", 95% interval", ";")
+    return iv.show(unit=claim.effect.unit).replace(", 95% interval", ";")
 
 
-def _effect_record(e: object) -> dict[str, object]:
-    if isinstance(e, str):  # TRANSITION: a legacy claim without a declared effect
-        return {"effect": None, "unit": "", "direction": None, "threshold": None}
+def _effect_record(e: Effect) -> dict[str, object]:
     return {"effect": e.name, "unit": e.unit, "direction": e.direction, "threshold": e.threshold}
 
 
