@@ -114,3 +114,28 @@ def test_metainit_changes_the_run_only_through_the_weights(tmp_path):
     plain = train(tiny_cfg("epochs=1"), tmp_path / "plain")
     zero = train(tiny_cfg("epochs=1", "+init=metainit", "init.steps=0"), tmp_path / "zero")
     assert plain["final"]["train_loss"] == zero["final"]["train_loss"]
+
+
+def test_probe_script_reports_before_and_after(tmp_path):
+    """scripts/metainit_probe.py: the run's model before and after MetaInit, on a data batch."""
+    import json
+    import subprocess
+    import sys
+
+    from support import REPO, TINY
+
+    out = tmp_path / "probe.json"
+    args = [*TINY, "+init=metainit", "init.steps=2", "init.log_every=0"]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts/metainit_probe.py"), *args, "--batch", "16",
+         "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "gradient quotient" in result.stdout and "after 2 steps" in result.stdout
+    record = json.loads(out.read_text())
+    assert record["metainit"]["steps_run"] == 2
+    assert record["before"]["norms"].keys() == record["after"]["norms"].keys()
+    assert record["before"]["norms"] != record["after"]["norms"]  # MetaInit moved the norms
+    no_init = subprocess.run([sys.executable, str(REPO / "scripts/metainit_probe.py"), *TINY],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert no_init.returncode == 2 and "+init=metainit" in no_init.stderr
