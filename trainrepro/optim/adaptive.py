@@ -2,21 +2,20 @@
 of the Adaptive Learning Rate and Beyond" (ICLR 2020, arXiv:1908.03265).
 
 ``rho`` and ``rectification`` are the paper's Sec. 4 quantities as pure functions of the step,
-shared by ``RAdam`` and ``scripts/plot_rectification.py``. The builders ``adam_2k`` and
-``adam_eps`` live here and are registered in ``trainrepro.optim.factory.OPTIMIZERS``.
+shared by ``RAdam`` and ``scripts/plot_rectification.py``. The builder ``adam_2k`` lives here
+and is registered in ``trainrepro.optim.factory.OPTIMIZERS`` (``adam_eps`` is the factory's).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
-from trainrepro.errors import ConfigError, check_bool, check_int
-from trainrepro.optim.params import check_betas, check_common, param_groups
+from trainrepro.errors import ConfigError, check_int
+from trainrepro.optim.params import ADAM_KEYS, DECAY_KEYS, closure_loss, flag, option
 
 # torch.optim.RAdam and the authors' code switch to the rectified step once rho_t > 5; the
 # paper's Algorithm 2 says rho_t > 4, where r_t is already real. See RAdam's docstring.
@@ -81,8 +80,48 @@ def _moment_state(state: dict[str, Any], p: torch.Tensor) -> None:
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
+class _MomentOptimizer(torch.optim.Optimizer):
+    """What RAdam and Adam2k share: the checks and defaults of Adam's hyper-parameters (plus
+    the subclass's ``extra``), and a step that counts each parameter's updates in its lazy
+    state before the subclass's ``_update``."""
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+        **extra: Any,
+    ) -> None:
+        _check_hyper(lr, betas, eps, weight_decay)
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, {**defaults, **extra})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One update of every parameter that has a gradient."""
+        loss = closure_loss(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                _moment_state(state, p)
+                state["step"] += 1
+                self._update(p, group, state, int(state["step"].item()))
+        return loss
+
+    def _update(
+        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], t: int
+    ) -> None:
+        raise NotImplementedError
+
+
 # ---------------------------------------------------------------- RAdam
-class RAdam(torch.optim.Optimizer):
+class RAdam(_MomentOptimizer):
     """Rectified Adam, Algorithm 2 of Liu et al. (2020).
 
     Per parameter, at update t (g_t the gradient):
@@ -117,18 +156,17 @@ class RAdam(torch.optim.Optimizer):
         decoupled_weight_decay: bool = False,
         rho_threshold: float = RHO_THRESHOLD,
     ) -> None:
-        _check_hyper(lr, betas, eps, weight_decay)
         if not rho_threshold >= PAPER_RHO_THRESHOLD:
             raise ValueError(f"Invalid rho_threshold (must be >= 4): {rho_threshold}")
-        defaults = {
-            "lr": lr,
-            "betas": tuple(betas),
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            "rho_threshold": rho_threshold,
-        }
-        super().__init__(params, defaults)
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            rho_threshold=rho_threshold,
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Groups saved by torch.optim.RAdam (earlier runs of the radam option) lack our key.
@@ -137,42 +175,28 @@ class RAdam(torch.optim.Optimizer):
             group.setdefault("decoupled_weight_decay", False)
             group.setdefault("rho_threshold", RHO_THRESHOLD)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One RAdam update of every parameter that has a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("RAdam does not support sparse gradients")
-                state = self.state[p]
-                _moment_state(state, p)
-                state["step"] += 1
-                t = int(state["step"].item())
-                grad = p.grad
-                if wd != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.mul_(1.0 - lr * wd)
-                    else:
-                        grad = grad.add(p, alpha=wd)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(grad, 1.0 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                bias1 = 1.0 - beta1**t
-                r_t = rectification(t, beta2, group["rho_threshold"])
-                if r_t is None:
-                    p.add_(m, alpha=-lr / bias1)
-                else:
-                    denom = v.sqrt().add_(eps)
-                    p.addcdiv_(m, denom, value=-lr * r_t * math.sqrt(1.0 - beta2**t) / bias1)
-        return loss
+    def _update(
+        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], t: int
+    ) -> None:
+        """One RAdam update of ``p``, its ``t``-th."""
+        beta1, beta2 = group["betas"]
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        grad = p.grad
+        if wd != 0:
+            if group["decoupled_weight_decay"]:
+                p.mul_(1.0 - lr * wd)
+            else:
+                grad = grad.add(p, alpha=wd)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        bias1 = 1.0 - beta1**t
+        r_t = rectification(t, beta2, group["rho_threshold"])
+        if r_t is None:
+            p.add_(m, alpha=-lr / bias1)
+        else:
+            denom = v.sqrt().add_(eps)
+            p.addcdiv_(m, denom, value=-lr * r_t * math.sqrt(1.0 - beta2**t) / bias1)
 
 
 # ---------------------------------------------------------------- Adam-2k
@@ -191,7 +215,7 @@ class RAdam(torch.optim.Optimizer):
 BIAS_CORRECTIONS = ("authors", "shifted")
 
 
-class Adam2k(torch.optim.Optimizer):
+class Adam2k(_MomentOptimizer):
     """Adam-2k of Liu et al. (2020, Sec. 3.1): for the first ``k`` updates only the second
     moment v is updated from the gradients, so the adaptive rate is estimated from k samples
     before it is used; the parameters and the first moment m stay fixed. Plain Adam after.
@@ -225,22 +249,21 @@ class Adam2k(torch.optim.Optimizer):
         decoupled_weight_decay: bool = False,
         bias_correction: str = "authors",
     ) -> None:
-        _check_hyper(lr, betas, eps, weight_decay)
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"Invalid k (updates that only estimate v, >= 0): {k}")
         if bias_correction not in BIAS_CORRECTIONS:
             choices = ", ".join(BIAS_CORRECTIONS)
             raise ValueError(f"Invalid bias_correction: {bias_correction!r} (one of {choices})")
-        defaults = {
-            "lr": lr,
-            "betas": tuple(betas),
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "k": k,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            "bias_correction": bias_correction,
-        }
-        super().__init__(params, defaults)
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            k=k,
+            decoupled_weight_decay=decoupled_weight_decay,
+            bias_correction=bias_correction,
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Groups saved before the key existed were trained with the shifted correction.
@@ -248,87 +271,55 @@ class Adam2k(torch.optim.Optimizer):
         for group in self.param_groups:
             group.setdefault("bias_correction", "shifted")
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Update v; past the first ``k`` updates also m and the parameters (Adam)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr, eps, wd, k = group["lr"], group["eps"], group["weight_decay"], group["k"]
-            coupled_wd = 0.0 if group["decoupled_weight_decay"] else wd
-            shifted = group["bias_correction"] == "shifted"
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Adam2k does not support sparse gradients")
-                state = self.state[p]
-                _moment_state(state, p)
-                state["step"] += 1
-                t = int(state["step"].item())
-                grad = p.grad if coupled_wd == 0 else p.grad.add(p, alpha=coupled_wd)
-                v = state["exp_avg_sq"]
-                v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                if t <= k:
-                    continue
-                if wd != 0 and group["decoupled_weight_decay"]:
-                    p.mul_(1.0 - lr * wd)
-                m = state["exp_avg"]
-                m.lerp_(grad, 1.0 - beta1)
-                bias1 = 1.0 - beta1 ** (t - k if shifted else t)
-                bias2_sqrt = math.sqrt(1.0 - beta2**t)
-                denom = (v.sqrt() / bias2_sqrt).add_(eps)
-                p.addcdiv_(m, denom, value=-lr / bias1)
-        return loss
+    def _update(
+        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], t: int
+    ) -> None:
+        """Update v; past the first ``k`` updates also m and ``p`` (Adam)."""
+        beta1, beta2 = group["betas"]
+        lr, eps, wd, k = group["lr"], group["eps"], group["weight_decay"], group["k"]
+        coupled_wd = 0.0 if group["decoupled_weight_decay"] else wd
+        grad = p.grad if coupled_wd == 0 else p.grad.add(p, alpha=coupled_wd)
+        v = state["exp_avg_sq"]
+        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        if t <= k:
+            return
+        if wd != 0 and group["decoupled_weight_decay"]:
+            p.mul_(1.0 - lr * wd)
+        m = state["exp_avg"]
+        m.lerp_(grad, 1.0 - beta1)
+        bias1 = 1.0 - beta1 ** (t - k if group["bias_correction"] == "shifted" else t)
+        bias2_sqrt = math.sqrt(1.0 - beta2**t)
+        denom = (v.sqrt() / bias2_sqrt).add_(eps)
+        p.addcdiv_(m, denom, value=-lr / bias1)
 
 
 # ---------------------------------------------------------------- builders (registered in optim)
-def _adam_groups(
-    model: nn.Module,
-    lr: float,
-    betas: Sequence[float],
-    eps: float,
-    weight_decay: float,
-    decay_norm_and_bias: bool,
-) -> tuple[list[dict[str, Any]], tuple[float, float]]:
-    check_common(lr, weight_decay, eps)
-    b = check_betas(betas)
-    return param_groups(model, weight_decay, decay_norm_and_bias), b
+def _k(key: str, options: Mapping[str, Any]) -> int:
+    return check_int("optimizer.k", options[key], 0)
 
 
-def adam_2k(
-    model: nn.Module,
-    *,
-    lr: float = 1e-3,
-    betas: Sequence[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decoupled_weight_decay: bool = False,
-    k: int = ADAM_2K_STEPS,
-    bias_correction: str = "authors",
-    decay_norm_and_bias: bool = True,
-) -> torch.optim.Optimizer:
+def _bias_correction(key: str, options: Mapping[str, Any]) -> str:
+    value = options[key]
+    if not isinstance(value, str) or value not in BIAS_CORRECTIONS:
+        raise ConfigError(
+            "optimizer.bias_correction", value, f"must be one of: {', '.join(BIAS_CORRECTIONS)}"
+        )
+    return value
+
+
+@option(
+    Adam2k,
+    {
+        **ADAM_KEYS,
+        "decoupled_weight_decay": False,
+        "k": ADAM_2K_STEPS,
+        "bias_correction": "authors",
+        **DECAY_KEYS,
+    },
+    k=_k,
+    decoupled_weight_decay=flag,
+    bias_correction=_bias_correction,
+)
+def adam_2k() -> None:
     """Adam-2k (Liu et al. 2020, Sec. 3.1): v alone for ``k`` updates, then Adam; m's bias
     correction ``authors`` (1 - beta1^t) or ``shifted`` (1 - beta1^(t - k)), see Adam2k."""
-    groups, b = _adam_groups(model, lr, betas, eps, weight_decay, decay_norm_and_bias)
-    k = check_int("optimizer.k", k, 0)
-    check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
-    if not isinstance(bias_correction, str) or bias_correction not in BIAS_CORRECTIONS:
-        raise ConfigError(
-            "optimizer.bias_correction",
-            bias_correction,
-            f"must be one of: {', '.join(BIAS_CORRECTIONS)}",
-        )
-    return Adam2k(
-        groups,
-        lr=lr,
-        betas=b,
-        eps=eps,
-        weight_decay=weight_decay,
-        k=k,
-        decoupled_weight_decay=decoupled_weight_decay,
-        bias_correction=bias_correction,
-    )

@@ -9,282 +9,190 @@ Regularization": ``p -= lr * wd * p``); ``adam``, ``adam_eps``, ``adam_2k``, ``r
 ``nadam`` can switch to decoupled decay with ``decoupled_weight_decay``. ``sgd``, ``adam`` (and
 ``adam_warmup``) and ``adamw`` take ``norm_decay_target``: norm scales decay towards it, e.g. 1
 (trainrepro/optim/norm_decay.py); the other builders do not accept the key.
+
+A builder is one ``@option`` entry (trainrepro/optim/params.py): what it constructs, its config
+keys in signature order with their defaults (which conf/optimizer/<name>.yaml repeats), and the
+checks of the keys only it has; a stub gives its name and docstring. The checks of lr,
+weight_decay, eps and betas and the param groups are shared. A new option is one entry here,
+registered in ``OPTIMIZERS``, and its YAML file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from trainrepro.config import check_kwargs
-from trainrepro.errors import ConfigError, check_bool, check_number
+from trainrepro.errors import ConfigError, check_number
 from trainrepro.optim.adaptive import RHO_THRESHOLD, RAdam, adam_2k, rho_inf
 from trainrepro.optim.large_batch import lamb, lars
 from trainrepro.optim.norm_decay import attach_decay_target
 from trainrepro.optim.params import (
-    ADAM_BETAS,
-    Betas,
-    check_betas,
-    check_common,
-    check_momentum,
-    param_groups,
+    ADAM_KEYS,
+    DECAY_KEYS,
+    MOMENTUM_CHECKS,
+    MOMENTUM_KEYS,
+    NORM_TARGET_KEYS,
+    flag,
+    non_negative,
+    option,
+    unit,
 )
+from trainrepro.optim.params import param_groups as param_groups  # re-exported
 from trainrepro.optim.storm import storm
 from trainrepro.optim.svrg import svrg
 
 
+def _decay_target(cls: type[torch.optim.Optimizer], *, decoupled: bool) -> Callable[..., Any]:
+    """``cls``, with the hook that decays norm scales towards ``norm_decay_target``."""
+    return lambda params, **kw: attach_decay_target(cls(params, **kw), decoupled=decoupled)
+
+
+def _adam(params: Any, *, decoupled_weight_decay: bool, **kwargs: Any) -> torch.optim.Optimizer:
+    """torch's Adam, or its AdamW with ``decoupled_weight_decay``."""
+    cls = torch.optim.AdamW if decoupled_weight_decay else torch.optim.Adam
+    return attach_decay_target(cls(params, **kwargs), decoupled=decoupled_weight_decay)
+
+
+def _rho_threshold(key: str, options: Mapping[str, Any]) -> float:
+    threshold = check_number("optimizer.rho_threshold", options[key], 4.0)  # r_t imaginary < 4
+    beta2 = options["betas"][1]  # already checked: betas come first
+    if threshold >= rho_inf(beta2):
+        raise ConfigError(
+            "optimizer.rho_threshold",
+            options[key],
+            f"must be < rho_inf = 2/(1-beta2)-1 = {rho_inf(beta2):g}, or no step is adaptive",
+        )
+    return threshold
+
+
 # ---------------------------------------------------------------- builders
-def sgd(
-    model: nn.Module,
-    *,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 5e-4,
-    decay_norm_and_bias: bool = True,
-    norm_decay_target: float = 0.0,
-) -> torch.optim.Optimizer:
+_ADAM_FLAGS = {"decoupled_weight_decay": False, "amsgrad": False}
+
+
+@option(
+    _decay_target(torch.optim.SGD, decoupled=False),
+    {"lr": 0.1, **MOMENTUM_KEYS, "weight_decay": 5e-4, **NORM_TARGET_KEYS},
+    **MOMENTUM_CHECKS,
+)
+def sgd() -> None:
     """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013); L2 weight decay
     (towards ``norm_decay_target`` for norm scales)."""
-    check_common(lr, weight_decay)
-    check_momentum(momentum, dampening, nesterov)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias, norm_decay_target)
-    opt = torch.optim.SGD(
-        groups,
-        lr=lr,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-    )
-    return attach_decay_target(opt, decoupled=False)
 
 
-def adam(
-    model: nn.Module,
-    *,
-    lr: float = 1e-3,
-    betas: Betas = ADAM_BETAS,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decoupled_weight_decay: bool = False,
-    amsgrad: bool = False,
-    decay_norm_and_bias: bool = True,
-    norm_decay_target: float = 0.0,
-) -> torch.optim.Optimizer:
+@option(
+    _adam,
+    {**ADAM_KEYS, **_ADAM_FLAGS, **NORM_TARGET_KEYS},
+    amsgrad=flag,
+    decoupled_weight_decay=flag,
+)
+def adam() -> None:
     """Adam (Kingma & Ba 2015), AMSGrad variant (Reddi et al. 2018); L2 weight decay, or
     decoupled with ``decoupled_weight_decay`` (then torch's AdamW, the same as ``adamw``)."""
-    check_common(lr, weight_decay, eps)
-    b = check_betas(betas)
-    check_bool("optimizer.amsgrad", amsgrad)
-    check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias, norm_decay_target)
-    cls = torch.optim.AdamW if decoupled_weight_decay else torch.optim.Adam
-    opt = cls(groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
-    return attach_decay_target(opt, decoupled=decoupled_weight_decay)
 
 
-def adam_eps(
-    model: nn.Module,
-    *,
-    lr: float = 1e-3,
-    betas: Sequence[float] = (0.9, 0.999),
-    eps: float = 1e-4,
-    weight_decay: float = 0.0,
-    decoupled_weight_decay: bool = False,
-    amsgrad: bool = False,
-    decay_norm_and_bias: bool = True,
-) -> torch.optim.Optimizer:
+@option(
+    _adam,
+    {**ADAM_KEYS, "eps": 1e-4, **_ADAM_FLAGS, **DECAY_KEYS},
+    amsgrad=flag,
+    decoupled_weight_decay=flag,
+)
+def adam_eps() -> None:
     """Adam-eps (Liu et al. 2020, Sec. 3.1): the ``adam`` option with eps 1e-4 instead of 1e-8,
     which bounds the adaptive rate by 1/eps and so reduces its variance."""
-    return adam(
-        model,
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        amsgrad=amsgrad,
-        decay_norm_and_bias=decay_norm_and_bias,
-    )
 
 
-def adamw(
-    model: nn.Module,
-    *,
-    lr: float = 1e-3,
-    betas: Betas = ADAM_BETAS,
-    eps: float = 1e-8,
-    weight_decay: float = 0.01,
-    amsgrad: bool = False,
-    decay_norm_and_bias: bool = True,
-    norm_decay_target: float = 0.0,
-) -> torch.optim.Optimizer:
+@option(
+    _decay_target(torch.optim.AdamW, decoupled=True),
+    {**ADAM_KEYS, "weight_decay": 0.01, "amsgrad": False, **NORM_TARGET_KEYS},
+    amsgrad=flag,
+)
+def adamw() -> None:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019).
 
     torch multiplies the decay by the current lr: ``p -= lr * weight_decay * p`` before the
     Adam step. The paper's decay ``eta_t * lambda`` uses the schedule multiplier ``eta_t``
     only, so the paper's ``lambda`` equals ``lr * weight_decay`` at the base lr here.
     """
-    check_common(lr, weight_decay, eps)
-    b = check_betas(betas)
-    check_bool("optimizer.amsgrad", amsgrad)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias, norm_decay_target)
-    opt = torch.optim.AdamW(
-        groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
-    )
-    return attach_decay_target(opt, decoupled=True)
 
 
-def radam(
-    model: nn.Module,
-    *,
-    lr: float = 1e-3,
-    betas: Betas = ADAM_BETAS,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decoupled_weight_decay: bool = False,
-    rho_threshold: float = RHO_THRESHOLD,
-    decay_norm_and_bias: bool = True,
-) -> torch.optim.Optimizer:
+@option(
+    RAdam,
+    {**ADAM_KEYS, "decoupled_weight_decay": False, "rho_threshold": RHO_THRESHOLD, **DECAY_KEYS},
+    decoupled_weight_decay=flag,
+    rho_threshold=_rho_threshold,
+)
+def radam() -> None:
     """Rectified Adam (Liu et al. 2020), ours (``trainrepro.optim.adaptive.RAdam``)."""
-    check_common(lr, weight_decay, eps)
-    b = check_betas(betas)
-    check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
-    check_number("optimizer.rho_threshold", rho_threshold, 4.0)  # r_t is imaginary below 4
-    if rho_threshold >= rho_inf(b[1]):
-        raise ConfigError(
-            "optimizer.rho_threshold",
-            rho_threshold,
-            f"must be < rho_inf = 2/(1-beta2)-1 = {rho_inf(b[1]):g}, or no step is adaptive",
-        )
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return RAdam(
-        groups,
-        lr=lr,
-        betas=b,
-        eps=eps,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        rho_threshold=float(rho_threshold),
-    )
 
 
-def nadam(
-    model: nn.Module,
-    *,
-    lr: float = 2e-3,
-    betas: Betas = ADAM_BETAS,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    momentum_decay: float = 4e-3,
-    decoupled_weight_decay: bool = False,
-    decay_norm_and_bias: bool = True,
-) -> torch.optim.Optimizer:
+@option(
+    torch.optim.NAdam,
+    {
+        **ADAM_KEYS,
+        "lr": 2e-3,
+        "momentum_decay": 4e-3,
+        "decoupled_weight_decay": False,
+        **DECAY_KEYS,
+    },
+    momentum_decay=non_negative,
+    decoupled_weight_decay=flag,
+)
+def nadam() -> None:
     """Adam with Nesterov momentum (Dozat 2016, "Incorporating Nesterov Momentum into Adam")."""
-    check_common(lr, weight_decay, eps)
-    b = check_betas(betas)
-    check_number("optimizer.momentum_decay", momentum_decay, 0.0)
-    check_bool("optimizer.decoupled_weight_decay", decoupled_weight_decay)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.NAdam(
-        groups,
-        lr=lr,
-        betas=b,
-        eps=eps,
-        weight_decay=weight_decay,
-        momentum_decay=momentum_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-    )
 
 
-def adagrad(
-    model: nn.Module,
-    *,
-    lr: float = 0.01,
-    lr_decay: float = 0.0,
-    initial_accumulator_value: float = 0.0,
-    eps: float = 1e-10,
-    weight_decay: float = 0.0,
-    decay_norm_and_bias: bool = True,
-) -> torch.optim.Optimizer:
+@option(
+    torch.optim.Adagrad,
+    {
+        "lr": 0.01,
+        "lr_decay": 0.0,
+        "initial_accumulator_value": 0.0,
+        "eps": 1e-10,
+        "weight_decay": 0.0,
+        **DECAY_KEYS,
+    },
+    lr_decay=non_negative,
+    initial_accumulator_value=non_negative,
+)
+def adagrad() -> None:
     """AdaGrad (Duchi, Hazan & Singer 2011); no momentum."""
-    check_common(lr, weight_decay, eps)
-    check_number("optimizer.lr_decay", lr_decay, 0.0)
-    check_number("optimizer.initial_accumulator_value", initial_accumulator_value, 0.0)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.Adagrad(
-        groups,
-        lr=lr,
-        lr_decay=lr_decay,
-        weight_decay=weight_decay,
-        initial_accumulator_value=initial_accumulator_value,
-        eps=eps,
-    )
 
 
-def rmsprop(
-    model: nn.Module,
-    *,
-    lr: float = 1e-3,
-    alpha: float = 0.99,
-    eps: float = 1e-8,
-    momentum: float = 0.0,
-    centered: bool = False,
-    weight_decay: float = 0.0,
-    decay_norm_and_bias: bool = True,
-) -> torch.optim.Optimizer:
+@option(
+    torch.optim.RMSprop,
+    {
+        "lr": 1e-3,
+        "alpha": 0.99,
+        "eps": 1e-8,
+        "momentum": 0.0,
+        "centered": False,
+        "weight_decay": 0.0,
+        **DECAY_KEYS,
+    },
+    alpha=unit,
+    momentum=unit,
+    centered=flag,
+)
+def rmsprop() -> None:
     """RMSprop (Tieleman & Hinton 2012, lecture 6.5); centered variant of Graves 2013."""
-    check_common(lr, weight_decay, eps)
-    check_number("optimizer.alpha", alpha, 0.0, 1.0, high_open=True)
-    check_number("optimizer.momentum", momentum, 0.0, 1.0, high_open=True)
-    check_bool("optimizer.centered", centered)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.RMSprop(
-        groups,
-        lr=lr,
-        alpha=alpha,
-        eps=eps,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        centered=centered,
-    )
 
 
-def adadelta(
-    model: nn.Module,
-    *,
-    lr: float = 1.0,
-    rho: float = 0.95,
-    eps: float = 1e-6,
-    weight_decay: float = 0.0,
-    decay_norm_and_bias: bool = True,
-) -> torch.optim.Optimizer:
+@option(
+    torch.optim.Adadelta,
+    {"lr": 1.0, "rho": 0.95, "eps": 1e-6, "weight_decay": 0.0, **DECAY_KEYS},
+    rho=unit,
+)
+def adadelta() -> None:
     """ADADELTA (Zeiler 2012); the paper has no lr, which lr=1 reproduces."""
-    check_common(lr, weight_decay, eps)
-    check_number("optimizer.rho", rho, 0.0, 1.0, high_open=True)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.Adadelta(groups, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
 
 
-def adamax(
-    model: nn.Module,
-    *,
-    lr: float = 2e-3,
-    betas: Betas = ADAM_BETAS,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decay_norm_and_bias: bool = True,
-) -> torch.optim.Optimizer:
+@option(torch.optim.Adamax, {**ADAM_KEYS, "lr": 2e-3, **DECAY_KEYS})
+def adamax() -> None:
     """AdaMax, Adam with the infinity norm (Kingma & Ba 2015, Sec. 7.1)."""
-    check_common(lr, weight_decay, eps)
-    b = check_betas(betas)
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
-    return torch.optim.Adamax(groups, lr=lr, betas=b, eps=eps, weight_decay=weight_decay)
 
 
 OptimizerBuilder = Callable[..., torch.optim.Optimizer]

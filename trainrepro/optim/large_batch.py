@@ -32,14 +32,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainrepro.errors import check_bool, check_number
+from trainrepro.errors import check_bool
 from trainrepro.optim.params import (
     ADAM_BETAS,
-    Betas,
-    check_betas,
-    check_common,
-    check_momentum,
+    ADAM_KEYS,
+    MOMENTUM_CHECKS,
+    MOMENTUM_KEYS,
+    closure_loss,
+    flag,
+    non_negative,
+    option,
+    optional,
     param_groups,
+    positive,
 )
 
 Closure = Callable[[], torch.Tensor] | None
@@ -98,10 +103,7 @@ class Lars(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure = None) -> torch.Tensor | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, wd, m = group["lr"], group["weight_decay"], group["momentum"]
             for p in group["params"]:
@@ -178,10 +180,7 @@ class Lamb(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure = None) -> torch.Tensor | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         scale = self._grad_scale()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -214,68 +213,46 @@ class Lamb(torch.optim.Optimizer):
 
 
 # ---------------------------------------------------------------- builders
-def lars(
-    model: nn.Module,
-    *,
-    lr: float = 1.0,
-    momentum: float = 0.9,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 5e-4,
-    trust_coefficient: float = 0.001,
-    eps: float = 1e-8,
-    trust_clip: bool = False,
-    decay_norm_and_bias: bool = False,
-    adapt_norm_and_bias: bool = False,
-) -> torch.optim.Optimizer:
+# Registered in trainrepro.optim.factory; see trainrepro.optim.params.option.
+_LAYER_KEYS = {"decay_norm_and_bias": False, "adapt_norm_and_bias": False}
+
+
+@option(
+    Lars,
+    {
+        "lr": 1.0,
+        **MOMENTUM_KEYS,
+        "weight_decay": 5e-4,
+        "trust_coefficient": 0.001,
+        "eps": 1e-8,
+        "trust_clip": False,
+        **_LAYER_KEYS,
+    },
+    layer_groups,
+    **MOMENTUM_CHECKS,
+    trust_coefficient=positive,
+    eps=non_negative,
+    trust_clip=flag,
+)
+def lars() -> None:
     """LARS (You, Gitman & Ginsburg 2017): SGD with a per-tensor trust ratio."""
-    check_common(lr, weight_decay)
-    check_momentum(momentum, dampening, nesterov)
-    check_number("optimizer.trust_coefficient", trust_coefficient, 0.0, low_open=True)
-    check_number("optimizer.eps", eps, 0.0)
-    check_bool("optimizer.trust_clip", trust_clip)
-    groups = layer_groups(model, weight_decay, decay_norm_and_bias, adapt_norm_and_bias)
-    return Lars(
-        groups,
-        lr=lr,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        trust_coefficient=trust_coefficient,
-        eps=eps,
-        trust_clip=trust_clip,
-    )
 
 
-def lamb(
-    model: nn.Module,
-    *,
-    lr: float = 1e-3,
-    betas: Betas = ADAM_BETAS,
-    eps: float = 1e-6,
-    weight_decay: float = 0.01,
-    bias_correction: bool = True,
-    trust_clip: bool = False,
-    max_grad_norm: float | None = None,
-    decay_norm_and_bias: bool = False,
-    adapt_norm_and_bias: bool = False,
-) -> torch.optim.Optimizer:
+@option(
+    Lamb,
+    {
+        **ADAM_KEYS,
+        "eps": 1e-6,
+        "weight_decay": 0.01,
+        "bias_correction": True,
+        "trust_clip": False,
+        "max_grad_norm": None,
+        **_LAYER_KEYS,
+    },
+    layer_groups,
+    bias_correction=flag,
+    trust_clip=flag,
+    max_grad_norm=optional(positive),
+)
+def lamb() -> None:
     """LAMB (You et al. 2020): Adam with the decay in the update and a per-tensor trust ratio."""
-    check_common(lr, weight_decay, eps)
-    b = check_betas(betas)
-    check_bool("optimizer.bias_correction", bias_correction)
-    check_bool("optimizer.trust_clip", trust_clip)
-    if max_grad_norm is not None:
-        max_grad_norm = check_number("optimizer.max_grad_norm", max_grad_norm, 0.0, low_open=True)
-    groups = layer_groups(model, weight_decay, decay_norm_and_bias, adapt_norm_and_bias)
-    return Lamb(
-        groups,
-        lr=lr,
-        betas=b,
-        eps=eps,
-        weight_decay=weight_decay,
-        bias_correction=bias_correction,
-        trust_clip=trust_clip,
-        max_grad_norm=max_grad_norm,
-    )
