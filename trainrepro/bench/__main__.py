@@ -116,7 +116,9 @@ def print_pipeline(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainrepro.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=", ".join(SECTIONS))
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=", ".join(MODELS))
