@@ -119,9 +119,14 @@ def versions() -> dict[str, str]:
     }
 
 
+# What decides what a run computes; results/, runs and docs changing leave the code clean.
+CODE_PATHS = ("trainrepro", "conf", "scripts", "pyproject.toml", "constraints.txt")
+
+
 def git_revision() -> dict[str, Any]:
-    """The commit of the trainrepro source that ran, and whether it had local changes."""
-    src = Path(__file__).resolve().parent.parent
+    """The commit of the trainrepro source that ran, and whether its code (CODE_PATHS) had
+    local changes, with a digest of them."""
+    src = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str | None:
         try:
@@ -135,10 +140,10 @@ def git_revision() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": "unknown", "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     if not status:
         return {"commit": commit, "dirty": False}
-    diff = git("diff", "HEAD") or ""
+    diff = git("diff", "HEAD", "--", *CODE_PATHS) or ""
     # Which uncommitted changes: two runs "dirty" at one commit may still run other code.
     return {"commit": commit, "dirty": True,
             "diff_sha256": hashlib.sha256(diff.encode()).hexdigest()}  # fmt: skip
