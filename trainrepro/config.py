@@ -182,7 +182,7 @@ def check_kwargs(
 
 
 def build_named(
-    registry: Mapping[str, Callable[..., Any]], group: str, name: str, *args: Any, **kwargs: Any
+    registry: Mapping[str, Callable[..., Any]], group: str, name: str, /, *args: Any, **kwargs: Any
 ) -> Any:
     """``registry[name](*args, **kwargs)`` for Python callers (``create_model``, ``create_norm``,
     ...; the CLI goes through the YAML): an unknown name or key is one ConfigError listing the
