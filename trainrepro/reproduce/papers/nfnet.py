@@ -107,8 +107,8 @@ PROFILES = {
         threads=1,
         note="2 CPU cores, bf16: depth 8, 5,000 images, 6 epochs; BN-, unnormalized and "
         "NF-ResNet (+AGC) at batch 128 (lr 0.1) and 512 (lr 0.4, 1.6, 6.4), the compared cells "
-        "at seeds 0-2 (40 runs; ~12 min wall estimated from the 16 runs of seed 0, 6.3 min "
-        "measured); AGC's λ 0.01, 0.04, 0.16 at batch 128",
+        "at seeds 0-2 (40 runs: 13 min wall measured 2026-12-04 beside a test run on the same "
+        "cores); AGC's λ 0.01, 0.04, 0.16 at batch 128",
     ),
 }
 
