@@ -252,8 +252,17 @@ def test_committed_files_carry_no_machine_paths(monkeypatch, tmp_path):
     assert portable_path(str(tmp_path)) == "$TRAINREPRO_DATA"
     assert portable_path("/home/someone/datasets/cifar10") == "<local>/cifar10"
     assert portable_path("data") == "data"
-    for csv in (REPO / "results").glob("*/runs.csv"):
+    for csv in (REPO / "results").rglob("runs.csv"):
         roots = pd.read_csv(csv, usecols=lambda c: c.endswith(".root"))
         for column in roots:
             values = roots[column].dropna().astype(str)
             assert not values.str.startswith("/").any(), f"{csv}: {column} holds a machine path"
+
+
+def test_every_committed_verdict_uses_the_four_statuses():
+    """Reports anywhere under results/ (the bench A/B copies too) speak the current rules."""
+    records = list((REPO / "results").rglob("verdicts.json"))
+    assert len(records) >= len(PAPERS)
+    for path in records:
+        for claim in json.loads(path.read_text())["claims"]:
+            assert claim["status"] in STATUSES, f"{path}: {claim['key']} says {claim['status']}"
