@@ -56,8 +56,8 @@ PROFILES = {
         config=("profile=smith18_quick",),
         jobs=2,
         threads=1,
-        note="2 CPU cores, bf16, ~50 min (estimated from the measured 4.1 min per run, two at a "
-        "time): the momentum schedules and Figure 5's increased lr × 5 seeds, its increased "
+        note="2 CPU cores, bf16, 53 min wall (measured 2026-12-04, two runs at a time beside "
+        "other work on the same cores; 3.6-4.1 min per run): the momentum schedules and Figure 5's increased lr × 5 seeds, its increased "
         "momentum × 3, its increasing batch × 1",
     ),
 }
