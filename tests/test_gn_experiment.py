@@ -115,16 +115,17 @@ def test_table_shows_seeds_and_marks_the_unverified_paper_numbers(tmp_path):
 
 
 def test_the_committed_quick_report_holds_the_contradictions():
-    """Pinned from results/gn-quick (seed 0 only: every claim is a single-run comparison)."""
+    """Pinned from results/gn-quick: all 35 declared runs, seeds 0-2 at batch 2 and 64."""
     saved = json.loads((REPO / "results" / "gn-quick" / "verdicts.json").read_text())
     claims = {c["key"]: c for c in saved["claims"]}
-    assert {k: c["status"] for k, c in claims.items()} == {
-        c.key: INCONCLUSIVE for c in PAPER.claims
+    assert {k: (c["status"], round(c["mean"], 2)) for k, c in claims.items()} == {
+        "bn_small_batch": ("pass", 7.43),
+        "gn_beats_bn_small": ("inconclusive", -2.17),
+        "gn_stable": ("inconclusive", -1.98),  # [-3.17, -0.78]: not wholly inside ±1
+        "ln_in_stable": ("inconclusive", -2.45),
+        "gn_close_to_bn_large": ("fail", 7.23),  # paper: +0.5 at 32 images per GPU
+        "gn_beats_ln_in": ("pass", -2.14),
+        "ws_helps_gn": ("inconclusive", -3.61),
+        "ws_matches_large_bn": ("inconclusive", 1.64),
     }
-    means = {k: round(c["mean"], 2) for k, c in claims.items()}
-    assert means == {
-        "bn_small_batch": 6.86, "gn_beats_bn_small": -0.93, "gn_stable": -2.28,
-        "ln_in_stable": -1.85, "gn_close_to_bn_large": 8.21, "gn_beats_ln_in": -1.42,
-        "ws_helps_gn": -6.79, "ws_matches_large_bn": -0.86,
-    }  # fmt: skip
-    assert all(c["n"] == 1 for c in claims.values())
+    assert all(c["n"] == 3 for c in claims.values())

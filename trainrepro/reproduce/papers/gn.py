@@ -55,8 +55,8 @@ PROFILES = {
         config=("profile=gn_quick",),
         jobs=2,
         threads=1,
-        note="2 CPU cores, about 1 h 10 min (seed 0 measured: 51 min of runs over 2 workers; "
-        "seeds 1-2 estimated): ResNet-8, 5,000 images, 8 epochs; BN, GN, GN+WS, LN, IN at "
+        note="2 CPU cores, 67 min wall (measured 2026-12-04, two runs at a time beside other "
+        "work on the same cores): ResNet-8, 5,000 images, 8 epochs; BN, GN, GN+WS, LN, IN at "
         "batch 2 and 64 over seeds 0-2, and at batch 8 (shape only) at seed 0: 35 runs",
     ),
 }
