@@ -57,8 +57,8 @@ PROFILES = {
         jobs=2,
         threads=1,
         note="2 CPU cores, bf16, 53 min wall (measured 2026-12-04, two runs at a time beside "
-        "other work on the same cores; 3.6-4.1 min per run): the momentum schedules and Figure 5's increased lr × 5 seeds, its increased "
-        "momentum × 3, its increasing batch × 1",
+        "other work on the same cores; 3.6-4.1 min per run): the momentum schedules and "
+        "Figure 5's increased lr × 5 seeds, its increased momentum × 3, its increasing batch × 1",
     ),
 }
 
