@@ -24,8 +24,12 @@ VARIANT_COLUMNS = {
     "compile",
     "images_per_s",
     "speedup_vs_fp32",
+    "gflop_per_image",
     "gflop_per_step",
-    "gflop_per_s",
+    "peak_precision",
+    "tflop_per_s",
+    "mfu",
+    "mfu_bf16",
     "compile_s",
     "steps_per_window",
     "windows_s_per_step",
@@ -36,6 +40,15 @@ TRAINER_COLUMNS = {
     "trainer_images_per_s",
     "bare_images_per_s",
     "trainer_vs_bare",
+    "meets_target",
+    "gflop_per_image",
+    "peak_precision",
+    "trainer_tflop_per_s",
+    "trainer_mfu",
+    "trainer_mfu_bf16",
+    "bare_tflop_per_s",
+    "bare_mfu",
+    "bare_mfu_bf16",
     "steps_per_window",
     "trainer_windows_s_per_step",
     "bare_windows_s_per_step",
@@ -45,6 +58,14 @@ PIPELINE_COLUMNS = {
     "device_images_per_s",
     "dataloader_images_per_s",
     "ratio",
+    "gflop_per_image",
+    "peak_precision",
+    "device_tflop_per_s",
+    "device_mfu",
+    "device_mfu_bf16",
+    "dataloader_tflop_per_s",
+    "dataloader_mfu",
+    "dataloader_mfu_bf16",
     "device_windows",
     "dataloader_windows",
 }
@@ -82,6 +103,7 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
             "--windows=2",
             "--steps=1",
             "--workers=0",
+            "--peak-size=64",
             "--models=lenet5",
             "--pipeline-models=lenet5",
             f"--variants={variants}",
@@ -94,24 +116,40 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
         ]
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert result["meta"]["data"] == "synthetic" and result["meta"]["batch_size"] == 16
+    meta = result["meta"]
+    assert meta["data"] == "synthetic" and meta["batch_size"] == 16
+    # The peaks the MFUs divide by, measured in this run: bf16's where the CPU has its units.
+    peaks = meta["peak_tflop_per_s"]
+    assert meta["peak_size"] == 64 and set(peaks) == ({"fp32", "bf16"} if CPU_BF16 else {"fp32"})
+    assert all(_positive(t) for t in peaks.values())
 
     rows = result["variants"]
     assert [r["variant"] for r in rows] == variants.split(",")
     for r in rows:
         assert set(r) == VARIANT_COLUMNS
         assert _positive(r["images_per_s"]) and _positive(r["speedup_vs_fp32"])
-        assert _positive(r["gflop_per_s"]) and _positive(r["gflop_per_step"])
+        assert _positive(r["tflop_per_s"]) and _positive(r["gflop_per_step"])
+        assert r["gflop_per_step"] == pytest.approx(16 * r["gflop_per_image"])
+        assert r["tflop_per_s"] == pytest.approx(r["images_per_s"] * r["gflop_per_image"] / 1e3)
+        assert r["peak_precision"] == r["precision"]  # on a CPU: no TF32
+        assert r["mfu"] == pytest.approx(r["tflop_per_s"] / peaks[r["precision"]])
+        assert r["mfu_bf16"] == (
+            pytest.approx(r["tflop_per_s"] / peaks["bf16"]) if CPU_BF16 else None
+        )
         assert len(r["windows_s_per_step"]) == 2 and r["compile_s"] is None
     assert rows[0]["speedup_vs_fp32"] == 1.0
-    assert len({r["gflop_per_step"] for r in rows}) == 1  # the same update, counted once
+    assert len({r["gflop_per_step"] for r in rows}) == 1  # layout and precision: same FLOPs
 
     (trainer,) = result["trainer"]
     assert set(trainer) == TRAINER_COLUMNS
     assert _positive(trainer["trainer_vs_bare"]) and _positive(trainer["bare_images_per_s"])
+    assert trainer["meets_target"] == (trainer["trainer_vs_bare"] >= meta["trainer_target"])
+    assert trainer["gflop_per_image"] == rows[0]["gflop_per_image"]  # the cached count
+    assert _positive(trainer["trainer_mfu"]) and _positive(trainer["bare_mfu"])
 
     (pipeline,) = result["pipeline"]
     assert set(pipeline) == PIPELINE_COLUMNS and _positive(pipeline["ratio"])
+    assert _positive(pipeline["device_mfu"]) and _positive(pipeline["dataloader_mfu"])
 
     accuracy = result["accuracy"]
     assert [r["variant"] for r in accuracy] == accuracy_variants.split(",")
@@ -121,7 +159,16 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
     assert accuracy[0]["train_time_vs_first"] == 1.0
 
     printed = capsys.readouterr().out
-    for heading in ("x fp32", "GFLOP/s", "compile s", "bare loop", "DataLoader", "final acc"):
+    for heading in (
+        "dense matmul peak",
+        "x fp32",
+        "TFLOP/s",
+        "MFU bf16",
+        "compile s",
+        "bare loop",
+        "DataLoader",
+        "final acc",
+    ):
         assert heading in printed
 
 

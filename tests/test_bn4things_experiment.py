@@ -38,7 +38,7 @@ def test_full_profile_without_cifar100_stops_before_any_run(tmp_path, monkeypatc
     root = tmp_path / "runs"
     assert reproduce(["bn4things", "--profile", "full", "--runs-root", str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "has no CIFAR-100" in err[0] and "no run started" in err[0]
+    assert len(err) == 1 and "no CIFAR-100 found" in err[0] and "no run started" in err[0]
     assert not root.exists()
     assert reproduce(["bn4things", "--profile", "full", "--dry-run", "--runs-root", str(root)]) == 0
     assert capsys.readouterr().err.startswith("warning: bn4things --profile full: ")

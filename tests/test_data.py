@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
+from support import cli
 
 from trainrepro.config import builder_kwargs, instantiate, resolve_target
 from trainrepro.data import (
@@ -167,16 +168,36 @@ def test_missing_root_creates_nothing(tmp_path):
     with pytest.raises(ConfigError) as err:
         cifar10(root=str(root), cache_dir=str(tmp_path / "cache"))
     assert err.value.key == "dataset.root"
-    assert "has no CIFAR-10: looked for" in str(err.value)
+    assert f"no CIFAR-10 found there (looked in {root}/cifar-10-batches-py/" in str(err.value)
     assert "dataset.download=true" in str(err.value)
     assert not root.exists() and not (tmp_path / "cache").exists()
     root.mkdir()
-    for build in (cifar10, cifar100, mnist):
-        with pytest.raises(ConfigError, match=r"^dataset\.root="):
+    for build, holding in ((cifar10, "cifar10/"), (cifar100, "cifar100/"), (mnist, "mnist/raw/")):
+        with pytest.raises(ConfigError, match=r"^dataset\.root=") as err:
             build(root=str(root))
+        # Both ways to point at the data: the variable a new shell lacks, and the key.
+        assert f"set TRAINREPRO_DATA=<folder holding {holding}" in str(err.value)
+        assert "or dataset.root=<that folder>" in str(err.value)
     assert list(root.iterdir()) == []
     with pytest.raises(ConfigError, match=r"^dataset\.root=None"):
         imagefolder(root=None)
+
+
+def test_missing_data_through_the_cli_names_the_variable_and_the_key(tmp_path, monkeypatch):
+    """A new shell has no TRAINREPRO_DATA (only `make` sets it), so the root is ./data: the one
+    error line says how to point at the data."""
+    monkeypatch.delenv("TRAINREPRO_DATA", raising=False)
+    run_dir = tmp_path / "run"
+    args = ("model=lenet5", "schedule=constant", "epochs=1", f"hydra.run.dir={run_dir}")
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith(
+        "error: dataset.root=data: no CIFAR-10 found there (looked in data/cifar-10-batches-py/"
+    )
+    assert "set TRAINREPRO_DATA=<folder holding cifar10/" in line
+    assert "or dataset.root=<that folder>" in line
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- image folders and the cache

@@ -29,10 +29,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("instruments",),
     ("bench", "analysis"),
     ("reproduce",),
+    ("help",),
     ("cli",),
     ("__main__",),
 )
-TOP_LEVEL_MODULES = {"__init__", "__main__", "cli", "config", "errors"}
+TOP_LEVEL_MODULES = {"__init__", "__main__", "cli", "config", "errors", "help"}
 
 
 def module_names() -> dict[str, Path]:

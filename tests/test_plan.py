@@ -59,8 +59,9 @@ def test_cli_plan_prints_and_writes_nothing(tmp_path, form):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["epoch", "lr", "batch"]
-    assert len(lines) == 1 + 3 + 1
-    assert lines[-1].startswith("total: 3 epochs, 14 updates")
+    assert len(lines) == 1 + 3 + 2
+    assert lines[-2].startswith("total: 3 epochs, 14 updates")
+    assert lines[-1] == "evaluation after each epoch: all 256 test images"
     assert list(tmp_path.iterdir()) == []
 
 

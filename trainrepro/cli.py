@@ -18,8 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trainrepro.config import CONF_DIR, CONFIG_NAME, check_overrides
+from trainrepro.config import CONF_DIR, CONFIG_NAME, check_overrides, flags_first
 from trainrepro.errors import ConfigError
+from trainrepro.help import route as help_route
+from trainrepro.help import show as show_help
 
 
 def fail(error: ConfigError) -> None:
@@ -31,6 +33,7 @@ def fail(error: ConfigError) -> None:
 def _job(cfg: DictConfig) -> None:
     from trainrepro.engine.checkpoint import check_same_config, run_state
     from trainrepro.engine.distributed import is_main
+    from trainrepro.engine.lifecycle import resume_command
     from trainrepro.engine.preemption import Preempted
     from trainrepro.engine.train import train
 
@@ -64,6 +67,9 @@ def _job(cfg: DictConfig) -> None:
         fail(e)
     except Preempted as e:
         print(f"{e}; the last complete checkpoint in {run_dir} is kept", file=sys.stderr)
+        if (run_dir / "checkpoint.pt").exists():
+            command = resume_command(run_dir, list(hydra_cfg.overrides.task))
+            print(f"continue with:\n  {command}", file=sys.stderr)
         sys.exit(e.exit_code)
     if summary["signal"]:  # stopped by SIGTERM/SIGINT: exit as a shell reports that signal
         sys.exit(128 + signal.Signals[summary["signal"]].value)
@@ -90,6 +96,16 @@ def main() -> None:
             ConfigError("conf", CONF_DIR, "config folder missing; install with `pip install -e .`")
         )
     args = sys.argv[1:]
+    try:  # `--help`, `help [command]`, `plan --help`: trainrepro/help.py, before any composing
+        page, args = help_route(args)
+    except ConfigError as e:
+        fail(e)
+    if page is not None:
+        show_help(page)
+        return
+    if args[:1] == ["run"]:  # `trainrepro run ...` is `trainrepro ...`, as the help page says
+        args = args[1:]
+        sys.argv = [sys.argv[0], *args]
     if args[:1] == ["reproduce"]:  # `trainrepro reproduce <paper> ...`: trainrepro/reproduce/
         from trainrepro.reproduce.cli import main as reproduce_main
 
@@ -107,9 +123,7 @@ def main() -> None:
         sys.argv = [sys.argv[0], *args]
     try:
         cfg = check_overrides(args)
-        plan = cfg.get("plan", False)
-        if not isinstance(plan, bool):
-            raise ConfigError("plan", plan, "must be true or false")
+        plan = cfg.get("plan", False)  # a true/false, as check_overrides checked
         if plan:
             if {"-m", "--multirun"} & set(args):
                 raise ConfigError("plan", plan, "previews one run; drop -m/--multirun")
@@ -117,8 +131,12 @@ def main() -> None:
 
             print_plan(cfg)
             return
+        from trainrepro.engine.launch import check_launch
+
+        check_launch(args)  # the run or sweep folder, and every job of a sweep, before Hydra
     except ConfigError as e:
         fail(e)
+    sys.argv = [sys.argv[0], *flags_first(args)]  # `a=1 --config-dir D b=2` too
     _job()
 
 

@@ -1,8 +1,11 @@
 """Config composition and the flat builders that configs name.
 
-Composition: ``CONF_DIR`` holds the Hydra groups; :func:`check_overrides` checks command-line
-overrides (unknown group option or key -> one ConfigError naming it) and :func:`compose`
-builds a config as ``python -m trainrepro`` would, for the CLI, preflight, cv and benchmarks.
+Composition: ``CONF_DIR`` holds the Hydra groups, and a command line may add folders of the
+user's own (``--config-dir DIR``, ``hydra.searchpath=[file://DIR]``), searched after it as
+Hydra does. :func:`check_overrides` checks a command line (an unknown group option or key, a
+key added with ``+`` that the config does not define, a switch that is not true/false -> one
+ConfigError naming that override) and :func:`compose` builds a config as ``python -m
+trainrepro`` would, for the CLI, preflight, cv and benchmarks.
 
 Builders: every group option is a YAML file with ``_target_`` (a dotted path to a builder function),
 an optional ``name`` (the option's label, kept for plots and tables) and the builder's keyword
@@ -11,13 +14,18 @@ arguments. The builder receives plain Python values, never a ``DictConfig``.
 
 from __future__ import annotations
 
+import argparse
 import copy
+import difflib
+import functools
 import importlib
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -25,72 +33,281 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from trainrepro.errors import ConfigError
+from trainrepro.errors import ConfigError, check_bool
 
 META_KEYS = ("_target_", "name")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # next to the package: editable install
 CONFIG_NAME = "config"
+# Top-level switches that config.yaml leaves out and a command line adds: `+plan=true` (cli.py).
+OPTIONAL_KEYS = ("plan",)
+COMPOSE_ERRORS = (HydraException, OmegaConfBaseException)
+SEARCHPATH = "hydra.searchpath"
 
 
-def groups() -> list[str]:
-    """The config groups (folders of conf/)."""
-    return sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir())
+def groups(dirs: Sequence[Path] = ()) -> list[str]:
+    """The config groups: the folders of conf/ and of the user's config folders ``dirs``."""
+    return sorted({d.name for root in (CONF_DIR, *dirs) for d in root.iterdir() if d.is_dir()})
 
 
-def options(group: str) -> list[str]:
+def options(group: str, dirs: Sequence[Path] = ()) -> list[str]:
     """The options of ``group``, as a command line names them (``gn/bn`` for nested ones)."""
-    root = CONF_DIR / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    roots = [root / group for root in (CONF_DIR, *dirs) if (root / group).is_dir()]
+    return sorted({str(p.relative_to(r).with_suffix("")) for r in roots for p in r.rglob("*.yaml")})
 
 
-def check_overrides(args: list[str]) -> DictConfig:
-    """Raise ConfigError for an unknown group option or key among command-line overrides.
+@functools.cache
+def _top_config() -> dict[str, Any]:
+    """conf/config.yaml as written. Hydra searches conf/ first, so a user folder's config.yaml
+    never replaces it."""
+    return yaml.safe_load((CONF_DIR / f"{CONFIG_NAME}.yaml").read_text())
+
+
+def bool_keys() -> list[str]:
+    """The top-level switches: config.yaml's true/false keys, and OPTIONAL_KEYS."""
+    return sorted({k for k, v in _top_config().items() if isinstance(v, bool)} | {*OPTIONAL_KEYS})
+
+
+def check_booleans(cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError for a top-level switch that is not a YAML true/false: Hydra passes
+    ``resume=maybe`` on as a string, which Python would count as true. The one check of them,
+    for the CLI (before anything runs), compose() and the trainer."""
+    for key in bool_keys():
+        if key in cfg:
+            check_bool(key, cfg[key])
+
+
+def check_overrides(args: Sequence[str]) -> DictConfig:
+    """Check a command line as Hydra will read it (its flags and overrides): raise ConfigError
+    for a missing user config folder, an unknown group option or key, a key added with ``+``
+    that the config does not define, or a switch that is not true/false (every value of a
+    sweep).
 
     Returns the config composed with the first value of every swept key.
     """
-    overrides = [a for a in args if not a.startswith("-") and "=" in a]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        raise ConfigError("override", " ".join(overrides), first_line(e)) from None
-    group_names = groups()
+    config_dir, lines = _split_args(args)
+    parsed = _parse(lines)
+    dirs = _user_dirs(config_dir, parsed)
+    group_names, switches = groups(dirs), bool_keys()
     first_values = []
     for o in parsed:
         key = o.key_or_group
-        if o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
-        else:
-            values = [o.get_value_element_as_str()]
         if key in group_names and not o.is_delete():
             for value in _selected_options(o):
-                if not (CONF_DIR / key / f"{value}.yaml").is_file():
-                    valid = ", ".join(options(key))
+                if not any((root / key / f"{value}.yaml").is_file() for root in (CONF_DIR, *dirs)):
+                    valid = ", ".join(options(key, dirs))
                     raise ConfigError(key, value, f"unknown option; valid: {valid}")
+        if key in switches and not o.is_delete():
+            for value in _values(o):
+                check_bool(key, value)
         if not key.startswith("hydra"):
-            first_values.append(f"{o.get_key_element()}={values[0]}" if values else o.input_line)
-    return compose(first_values)
+            swept = list(o.sweep_string_iterator()) if o.is_sweep_override() else []
+            first_values.append(f"{o.get_key_element()}={swept[0]}" if swept else o.input_line)
+    return compose(first_values, dirs)
+
+
+def _split_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the ``--config-dir`` value, the overrides) as Hydra's own argument parser reads them."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.exit_on_error = False  # `--config-dir` without a folder: one line, not a usage page
+    try:
+        ns, rest = parser.parse_known_args(list(args))
+    except argparse.ArgumentError as e:
+        raise ConfigError(e.argument_name or "argument", "", e.message) from None
+    # argparse leaves overrides that follow a flag (`a=1 -m b=2`) over: check them too.
+    return ns.config_dir, [*ns.overrides, *(a for a in rest if not a.startswith("-"))]
+
+
+def flags_first(args: Sequence[str]) -> list[str]:
+    """``args`` with Hydra's flags (and their values) before the overrides, each in its order:
+    Hydra's parser takes the overrides in one run only, so ``a=1 --config-dir D b=2`` (or
+    ``a=1 -m b=2``) would end on its usage page."""
+    from hydra._internal.utils import get_args_parser
+
+    actions = get_args_parser()._option_string_actions
+    flags, overrides = [], []
+    i = 0
+    while i < len(args):
+        arg, i = args[i], i + 1
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        flags.append(arg)
+        action = actions.get(arg)  # None for `--config-dir=D`: its value is in it
+        if action is not None and i < len(args):
+            if action.nargs is None or (action.nargs == "?" and args[i] in action.choices):
+                flags.append(args[i])
+                i += 1
+    return [*flags, *overrides]
+
+
+def _parse(lines: Sequence[str]) -> list[Override]:
+    """Parse each override alone, so a syntax error names that override and no other."""
+    parser = OverridesParser.create()
+    parsed = []
+    for line in lines:
+        try:
+            parsed.extend(parser.parse_overrides([line]))
+        except HydraException as e:
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise ConfigError("override", line, "expected KEY=VALUE") from None
+            detail = [s for s in _lines(e) if not s.startswith(("Error parsing", "See https"))]
+            raise ConfigError(key, value, f"cannot parse: {' '.join(detail[:1])}") from None
+    return parsed
+
+
+def _values(o: Override) -> list[Any]:
+    """The values an override sets, typed as Hydra parses them (``true`` -> True)."""
+    return list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
 
 
 def _selected_options(o: Override) -> list[str]:
     """The group options an override names; a list value (``+callbacks=[a,b]``) names several."""
-    values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
-    return [str(v) for value in values for v in (value if isinstance(value, list) else [value])]
+    return [str(v) for value in _values(o) for v in (value if isinstance(value, list) else [value])]
 
 
-def compose(overrides: list[str]) -> DictConfig:
-    """Compose one config, so an unknown key fails here with Hydra's reason on one line."""
+def _user_dirs(config_dir: str | None, parsed: Sequence[Override]) -> list[Path]:
+    """The user's config folders, in Hydra's search order: ``--config-dir``, then the entries
+    of ``hydra.searchpath`` (Hydra puts both after conf/)."""
+    found = []
+    if config_dir is not None:
+        found.append(_folder("--config-dir", config_dir, config_dir))
+    for o in parsed:
+        if o.get_key_element() != SEARCHPATH:  # the test Hydra makes
+            continue
+        entries = o.value()
+        if not isinstance(entries, list):
+            raise ConfigError(SEARCHPATH, entries, "must be a list, e.g. [file://DIR]")
+        for entry in map(str, entries):
+            scheme, sep, path = entry.partition("://")
+            if sep and scheme != "file":
+                raise ConfigError(
+                    SEARCHPATH, entry, "only file://DIR is supported here (or --config-dir DIR)"
+                )
+            found.append(_folder(SEARCHPATH, entry, path if sep else entry))
+    return found
+
+
+def _folder(key: str, value: str, path: str) -> Path:
+    """``path`` made absolute, as Hydra makes it, or ConfigError when it is not a folder."""
+    if not Path(path).is_dir():
+        raise ConfigError(key, value, "no such folder")
+    return Path(path).resolve()
+
+
+def _check_additions(parsed: Sequence[Override], group_names: Iterable[str]) -> None:
+    """Refuse ``+key=value`` for a top-level key the config does not define: Hydra would add
+    it silently (``+epoch=5`` trains the default epochs and stores ``epoch: 5``). A group
+    (``+experiment=``, ``+callbacks=``), a key of config.yaml (``+callbacks.x._target_=``:
+    a nested key, checked by its builder) and OPTIONAL_KEYS may be added."""
+    top = set(_top_config()) - {"defaults"}
+    addable = set(group_names) | top | set(OPTIONAL_KEYS)
+    for o in parsed:
+        name = re.split(r"[./]", o.key_or_group)[0]
+        if not (o.is_add() or o.is_force_add()) or name in addable:
+            continue
+        chosen = {next(iter(d)) for d in _top_config()["defaults"] if isinstance(d, dict)}
+        extra = sorted((set(group_names) - chosen - {"hydra"}) | set(OPTIONAL_KEYS))
+        key, _, value = o.input_line.partition("=")
+        close = difflib.get_close_matches(name, sorted(addable - {"hydra"}), n=1)
+        plus = "+" if close and close[0] not in top else ""  # config.yaml's keys: set, not added
+        hint = f"; did you mean {plus}{close[0]}={value}?" if close else ""
+        raise ConfigError(key, value, f"unknown key{hint} (+ adds only {', '.join(extra)})")
+
+
+def compose(overrides: Sequence[str], dirs: Sequence[Path] = ()) -> DictConfig:
+    """Compose one config, with the user's config folders ``dirs`` searched after conf/;
+    a mistake is one ConfigError naming the override that caused it."""
+    parsed = _parse(overrides)
+    dirs = [*dirs, *_user_dirs(None, parsed)]
+    parsed = [o for o in parsed if o.get_key_element() != SEARCHPATH]  # now in dirs
+    _check_additions(parsed, groups(dirs))
+    try:
+        cfg = _hydra_compose([o.input_line for o in parsed], dirs)
+    except COMPOSE_ERRORS as e:
+        raise _diagnose(parsed, dirs, e) from None
+    check_booleans(cfg)
+    return cfg
+
+
+def _hydra_compose(lines: list[str], dirs: Sequence[Path]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    if dirs:  # Hydra appends hydra.searchpath after conf/, where it also puts --config-dir
+        quoted = ",".join("'file://" + str(d).replace("'", "\\'") + "'" for d in dirs)
+        lines = [*lines, f"{SEARCHPATH}=[{quoted}]"]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        cause = f" ({first_line(e.__cause__)})" if e.__cause__ else ""
-        raise ConfigError("override", " ".join(overrides), first_line(e) + cause) from None
+            return hydra_compose(config_name=CONFIG_NAME, overrides=lines)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _diagnose(parsed: list[Override], dirs: Sequence[Path], error: Exception) -> ConfigError:
+    """The ConfigError of a compose that failed, naming one override: as Hydra does, the group
+    choices are composed first, then the value overrides applied in order, one at a time."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    group_names = set(groups(dirs))
+    chosen = [o for o in parsed if _is_group(o, group_names) or o.is_hydra_override()]
+    try:
+        cfg = _hydra_compose([o.input_line for o in chosen], dirs)
+    except COMPOSE_ERRORS as e:
+        text = f"{e} {e.__cause__ or ''}"
+        named = [o for o in chosen if re.search(f"'{re.escape(o.key_or_group)}['/=.]", text)]
+        culprits = named or (chosen if len(chosen) == 1 else [])
+        if culprits:
+            return _error(culprits[0], _reason(e))
+        return ConfigError("override", " ".join(o.input_line for o in chosen), _reason(e))
+    for o in parsed:
+        if any(o is c for c in chosen):
+            continue
+        before = OmegaConf.to_container(cfg, resolve=False)  # a failed override may leave a trace
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
+        except COMPOSE_ERRORS as e:
+            return _unknown_key(before, o) or _error(o, _reason(e))
+    return ConfigError("override", " ".join(o.input_line for o in parsed), _reason(error))
+
+
+def _is_group(o: Override, group_names: set[str]) -> bool:
+    return o.package is not None or o.key_or_group.split("/")[0] in group_names
+
+
+def _unknown_key(node: Any, o: Override) -> ConfigError | None:
+    """For ``key=value`` of a key the config (``node``, as plain containers) lacks: the error
+    with the closest keys there."""
+    if o.is_add() or o.is_force_add() or o.is_delete():
+        return None
+    path = ""
+    for part in o.key_or_group.split("."):
+        if not isinstance(node, dict):
+            return _error(o, f"unknown key: {path.rstrip('.')} holds a value, not keys")
+        if part not in node:
+            keys = sorted(map(str, node))
+            close = difflib.get_close_matches(part, keys, n=3)
+            value = o.input_line.partition("=")[2]
+            if close:
+                guesses = " or ".join(f"{path}{c}={value}" for c in close)
+                return _error(o, f"unknown key; did you mean {guesses}?")
+            if not keys:
+                return _error(o, f"unknown key: {path.rstrip('.')} is empty")
+            return _error(o, f"unknown key; valid: {', '.join(keys)}")
+        node, path = node[part], f"{path}{part}."
+    return None
+
+
+def _error(o: Override, reason: str) -> ConfigError:
+    key, _, value = o.input_line.partition("=")
+    return ConfigError(key, value, reason)
+
+
+def _reason(e: BaseException) -> str:
+    return first_line(e) + (f" ({first_line(e.__cause__)})" if e.__cause__ else "")
 
 
 class Composer:
@@ -101,16 +318,14 @@ class Composer:
     Hydra once; the value overrides (``optimizer.lr=0.01``) are then applied to a copy by
     Hydra's own routine for them, the step its compose ends with, so the result is the same
     config (tests/test_compose.py compares the two on every run of every paper). Any error is
-    re-raised from a plain :func:`compose`, so its message is the same too.
+    re-raised from a plain :func:`compose`, so its message is the same too. ``dirs``: the
+    user's config folders, as for :func:`compose`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dirs: Sequence[Path] = ()) -> None:
+        self._dirs = list(dirs)
         self._bases: dict[tuple[str, ...], DictConfig] = {}
-        self._group_names = set(groups())
-
-    def _is_group(self, o: Override) -> bool:
-        key = o.key_or_group
-        return o.package is not None or key.split("/")[0] in self._group_names
+        self._group_names = set(groups(self._dirs))
 
     def __call__(self, overrides: list[str]) -> DictConfig:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -118,26 +333,32 @@ class Composer:
         try:
             parsed = OverridesParser.create().parse_overrides(list(overrides))
         except HydraException:
-            return compose(list(overrides))
+            return compose(list(overrides), self._dirs)
         if any(o.key_or_group.startswith("hydra") for o in parsed):
-            return compose(list(overrides))
-        chosen = tuple(o.input_line for o in parsed if self._is_group(o))
+            return compose(list(overrides), self._dirs)
+        _check_additions(parsed, self._group_names)
+        chosen = tuple(o.input_line for o in parsed if _is_group(o, self._group_names))
         if chosen not in self._bases:
-            self._bases[chosen] = compose(list(chosen))
+            self._bases[chosen] = compose(list(chosen), self._dirs)
         cfg = copy.deepcopy(self._bases[chosen])
         try:
             ConfigLoaderImpl._apply_overrides_to_config(
-                [o for o in parsed if not self._is_group(o)], cfg
+                [o for o in parsed if not _is_group(o, self._group_names)], cfg
             )
-        except (HydraException, OmegaConfBaseException):
-            return compose(list(overrides))  # the error, in compose's own words
+        except COMPOSE_ERRORS:
+            return compose(list(overrides), self._dirs)  # the error, in compose's own words
+        check_booleans(cfg)
         return cfg
 
 
 def first_line(e: BaseException) -> str:
     """The first two non-empty lines of an exception's message, joined: one line for a user."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    lines = _lines(e)
     return " ".join(lines[:2]) if lines else type(e).__name__
+
+
+def _lines(e: BaseException) -> list[str]:
+    return [line.strip() for line in str(e).splitlines() if line.strip()]
 
 
 def resolve_target(path: str, key: str) -> Callable[..., Any]:

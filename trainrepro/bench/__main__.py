@@ -4,12 +4,18 @@ Three sections, each selectable with ``--sections``:
 
 - variants: a full update (forward, backward, SGD step) of each model under fp32,
   channels_last, bf16 autocast, both, and torch.compile (``--variants``): images/s, speed-up
-  over fp32 (median of per-round ratios, the variants interleaved), GFLOP/s achieved (one
-  update's FLOPs from FlopCounterMode) and compile time (trainrepro.bench.speed);
+  over fp32 (median of per-round ratios, the variants interleaved), TFLOP/s and MFU achieved
+  and compile time (trainrepro.bench.speed);
 - trainer: the trainer's update path against a bare PyTorch loop on the same model and
-  batches (trainrepro.bench.speed.bench_trainer; ≥ 0.95 means the trainer costs ≤ 5%);
+  batches (trainrepro.bench.speed.bench_trainer; the target is ≥ 0.97, marked when missed);
 - pipeline: this project's on-device data path against torchvision transforms in DataLoader
-  workers (trainrepro.bench.pipeline).
+  workers (trainrepro.bench.pipeline);
+- with ``--concurrent N``: N processes updating each model at once against one alone, the
+  aggregate images/s and its ratio (trainrepro.bench.concurrent).
+
+Every row with images/s also has TFLOP/s (FLOPs per image counted by FlopCounterMode,
+trainrepro.bench.flops) and MFU: that over the dense matmul peak of its precision measured
+at the start of the same run (trainrepro.bench.peak), and over the bf16 peak.
 
 Ratios, not absolute numbers, are what carry between machines, and between moments on a
 machine shared with other jobs: the load average is printed before and after.
@@ -27,10 +33,14 @@ from pathlib import Path
 import torch
 
 from trainrepro.bench.accuracy import DEFAULT_OVERRIDES, bench_accuracy, print_accuracy
+from trainrepro.bench.concurrent import bench_concurrent, print_concurrent
+from trainrepro.bench.flops import percent
+from trainrepro.bench.peak import DEFAULT_SIZE, measure_peaks, peak_precision
 from trainrepro.bench.pipeline import bench_pipeline
 from trainrepro.bench.speed import (
     DEFAULT_VARIANTS,
     MODELS,
+    TRAINER_TARGET,
     VARIANTS,
     bench_trainer,
     bench_variants,
@@ -76,10 +86,15 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def print_peaks(peaks: dict[str, float], size: int) -> None:
+    measured = ", ".join(f"{p} {t:.3g}" for p, t in peaks.items()) or "none"
+    print(f"dense matmul peak ({size}^3, random), TFLOP/s: {measured}")
+
+
 def print_variants(rows: list[dict]) -> None:
     print(
-        f"\n{'model':<13} {'variant':<16} {'images/s':>9} {'x fp32':>7} {'GFLOP/s':>8} "
-        f"{'compile s':>9}   (median over interleaved windows)"
+        f"\n{'model':<13} {'variant':<16} {'images/s':>9} {'x fp32':>7} {'TFLOP/s':>8} "
+        f"{'MFU':>6} {'of':<4} {'MFU bf16':>8} {'compile s':>9}   (median over interleaved windows)"
     )
     last = None
     for r in rows:
@@ -88,30 +103,41 @@ def print_variants(rows: list[dict]) -> None:
         compile_s = f"{r['compile_s']:.0f}" if r["compile_s"] is not None else ""
         print(
             f"{model:<13} {r['variant']:<16} {r['images_per_s']:>9.1f} "
-            f"{r['speedup_vs_fp32']:>6.2f}x {r['gflop_per_s']:>8.1f} {compile_s:>9}"
+            f"{r['speedup_vs_fp32']:>6.2f}x {r['tflop_per_s']:>8.3g} {percent(r['mfu']):>6} "
+            f"{r['peak_precision']:<4} {percent(r['mfu_bf16']):>8} {compile_s:>9}"
         )
     per_model = {r["model"]: r["gflop_per_step"] for r in rows}
     print(
-        "GFLOP per update (forward + backward, FlopCounterMode): "
+        "GFLOP per update (matmuls and convolutions, forward + backward, FlopCounterMode): "
         + ", ".join(f"{m} {g:.2f}" for m, g in per_model.items())
     )
 
 
 def print_trainer(rows: list[dict]) -> None:
-    print(f"\n{'model':<13} {'trainer':>9} {'bare loop':>10} {'ratio':>7}   (images/s, fp32)")
+    print(
+        f"\n{'model':<13} {'trainer':>9} {'bare loop':>10} {'ratio':>7} {'':<6} {'MFU':>6} "
+        f"{'bare MFU':>8} {'of':<4}   (images/s, fp32; * below {TRAINER_TARGET})"
+    )
     for r in rows:
+        mark = "" if r["meets_target"] else f"*<{TRAINER_TARGET}"
         print(
             f"{r['model']:<13} {r['trainer_images_per_s']:>9.1f} {r['bare_images_per_s']:>10.1f} "
-            f"{r['trainer_vs_bare']:>6.3f}"
+            f"{r['trainer_vs_bare']:>7.3f} {mark:<6} {percent(r['trainer_mfu']):>6} "
+            f"{percent(r['bare_mfu']):>8} {r['peak_precision']:<4}"
         )
 
 
 def print_pipeline(rows: list[dict]) -> None:
-    print(f"\n{'model':<13} {'device path':>12} {'DataLoader':>11} {'ratio':>7}   (images/s, fp32)")
+    print(
+        f"\n{'model':<13} {'device path':>12} {'DataLoader':>11} {'ratio':>7} {'MFU':>6} "
+        f"{'DL MFU':>6} {'of':<4}   (images/s, fp32)"
+    )
     for r in rows:
         print(
             f"{r['model']:<13} {r['device_images_per_s']:>12.1f} "
-            f"{r['dataloader_images_per_s']:>11.1f} {r['ratio']:>6.2f}x"
+            f"{r['dataloader_images_per_s']:>11.1f} {r['ratio']:>6.2f}x "
+            f"{percent(r['device_mfu']):>6} {percent(r['dataloader_mfu']):>6} "
+            f"{r['peak_precision']:<4}"
         )
 
 
@@ -152,6 +178,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--accuracy-dir", type=Path, help="run dirs (default runs/bench-accuracy/<now>)"
     )
+    parser.add_argument(
+        "--peak-size",
+        type=int,
+        default=None,
+        help="matmul size of the measured peak that MFU divides by (default: "
+        + ", ".join(f"{d} {n}" for d, n in DEFAULT_SIZE.items())
+        + "; 0: no peak, no MFU)",
+    )
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N processes updating each of --models at once against one alone",
+    )
+    parser.add_argument("--concurrent-variant", default="fp32", choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     sections = _csv(args.sections, SECTIONS, "sections", parser)
@@ -184,12 +226,23 @@ def main(argv: list[str] | None = None) -> dict:
         f"batch {args.batch_size}; {args.windows} windows; torch threads: "
         f"{torch.get_num_threads()}; load average {_load()} on {os.cpu_count()} cores"
     )
+    peaks: dict[str, float] = {}
+    peak_size = DEFAULT_SIZE[device.type] if args.peak_size is None else args.peak_size
+    if peak_size > 0 and {"variants", "trainer", "pipeline"} & set(sections):
+        # The precisions the rows divide by, and bf16's: the issue's common denominator.
+        wanted = [peak_precision(VARIANTS[v].precision, device) for v in ["fp32", *variants]]
+        peaks = measure_peaks(device, [*wanted, "bf16"], peak_size)
+        print_peaks(peaks, peak_size)
+    meta["peak_size"] = peak_size
+    meta["peak_tflop_per_s"] = peaks
+    meta["trainer_target"] = TRAINER_TARGET
     timing = dict(
         device=device,
         batch_size=args.batch_size,
         windows=args.windows,
         steps=args.steps,
         window_seconds=args.window_seconds,
+        peaks=peaks,
     )
     started = time.perf_counter()
     results: dict[str, list[dict]] = {}
@@ -212,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
                 windows=args.windows,
                 steps=args.steps or 10,
                 workers=args.workers,
+                peaks=peaks,
             )
             for m in pipeline_models
         ]
@@ -220,6 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
         overrides = [*args.accuracy_overrides.split(), *dataset_overrides]
         results["accuracy"] = bench_accuracy(overrides, accuracy_variants, args.accuracy_dir)
         print_accuracy(results["accuracy"])
+    if args.concurrent > 0:
+        results["concurrent"] = bench_concurrent(
+            args.concurrent, models, args.concurrent_variant, data, timing
+        )
+        print_concurrent(results["concurrent"])
     meta["load_average_after"] = os.getloadavg()
     meta["seconds"] = time.perf_counter() - started
     print(f"\n{meta['seconds']:.0f} s; load average now {_load()}")

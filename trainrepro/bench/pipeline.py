@@ -10,7 +10,8 @@ Both pipelines train the same model on the same images with the same augmentatio
   examples train).
 
 Each pipeline runs a warm-up window, then several timed windows of a fixed number of updates;
-the figure is the median images/s over windows, and the ratio device/dataloader is reported.
+the figure is the median images/s over windows, and the ratio device/dataloader is reported,
+with each path's TFLOP/s and MFU (trainrepro.bench.flops).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from trainrepro.bench.speed import build_model, make_step
+from trainrepro.bench.flops import utilisation
+from trainrepro.bench.peak import peak_precision
+from trainrepro.bench.speed import build_model, flops_per_image, make_step
 from trainrepro.data.loader import DeviceLoader
 from trainrepro.data.splits import Augment, DataSplits
 
@@ -98,8 +101,10 @@ def bench_pipeline(
     windows: int,
     steps: int,
     workers: int,
+    peaks: dict[str, float] | None = None,
 ) -> dict:
-    """Median images/s of training ``name`` (fp32) fed by each pipeline, and their ratio."""
+    """Median images/s of training ``name`` (fp32) fed by each pipeline, their ratio, and each
+    one's TFLOP/s and MFU against ``peaks``."""
     model = build_model(name, data, device)
     model.train()
     step = make_step(model, device, "fp32")
@@ -125,11 +130,17 @@ def bench_pipeline(
     device_rates = time_windows(endless(lambda e: fast.batches(e, batch_size)), step, **timing)
     loader_rates = time_windows(endless(lambda e: iter(slow)), step, **timing)
     fast_ips, slow_ips = statistics.median(device_rates), statistics.median(loader_rates)
+    gflop = flops_per_image(name, data, batch_size, channels_last=False) / 1e9
+    precision = peak_precision("fp32", device)
     return {
         "model": name,
         "device_images_per_s": fast_ips,
         "dataloader_images_per_s": slow_ips,
         "ratio": fast_ips / slow_ips,
+        "gflop_per_image": gflop,
+        "peak_precision": precision,
+        **utilisation(fast_ips, gflop, precision, peaks or {}, "device_"),
+        **utilisation(slow_ips, gflop, precision, peaks or {}, "dataloader_"),
         "device_windows": device_rates,
         "dataloader_windows": loader_rates,
     }

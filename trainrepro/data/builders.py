@@ -42,6 +42,15 @@ def _root(root: str | None) -> Path:
     return Path(str(root)).expanduser()
 
 
+def _not_found(label: str, looked: str, holding: str) -> str:
+    """The missing-data reason: where we looked and both ways to point at the data. The default
+    root is $TRAINREPRO_DATA (else ./data), which only `make` sets: a new shell lands here."""
+    return (
+        f"no {label} found there (looked in {looked}); set TRAINREPRO_DATA=<folder holding "
+        f"{holding}> or dataset.root=<that folder> (or dataset.download=true if online)"
+    )
+
+
 def _download(name: str, root: Path) -> None:
     import torchvision
 
@@ -109,14 +118,10 @@ def _cifar(name: str, root: str, download: bool, cache_dir: str | None) -> Loade
         (xtr, ytr), (xte, yte) = (train.images, train.labels), (test.images, test.labels)
         notes.append(f"{name} read from the JPEG image folders in {folder}")
     else:
-        looked = f"{pickles}/ (torchvision pickle batches), {folder}/train and {folder}/test"
-        raise ConfigError(
-            "dataset.root",
-            root,
-            f"has no {name.upper().replace('CIFAR', 'CIFAR-')}"
-            f": looked for {looked}; set dataset.download=true or point "
-            "dataset.root at the data",
-        )
+        label = name.upper().replace("CIFAR", "CIFAR-")
+        looked = f"{pickles}/ for pickle batches, {folder}/{{train,test}}/ for image folders"
+        holding = f"{folder_name}/ or {pickle_dir}/"
+        raise ConfigError("dataset.root", root, _not_found(label, looked, holding))
     return Loaded(
         name,
         ImageSet(xtr, ytr),
@@ -186,14 +191,9 @@ def mnist(
         _download("mnist", base)
         train_files, test_files = _mnist_files(base, "train"), _mnist_files(base, "t10k")
     if test_files is None:
-        raise ConfigError(
-            "dataset.root",
-            root,
-            f"has no MNIST: looked for t10k-images-idx3-ubyte"
-            f"[.gz] and t10k-labels-idx1-ubyte[.gz] in {base}/mnist/raw and "
-            f"{base}/MNIST/raw; set dataset.download=true or point dataset.root "
-            "at the data",
-        )
+        files = "t10k-{images-idx3,labels-idx1}-ubyte[.gz]"
+        looked = f"{base}/mnist/raw/ and {base}/MNIST/raw/ for {files}"
+        raise ConfigError("dataset.root", root, _not_found("MNIST", looked, "mnist/raw/"))
     test = _read_mnist(test_files, root)
     notes: list[str] = []
     if split_test_set:

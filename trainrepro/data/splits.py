@@ -1,8 +1,8 @@
 """Dataset containers and the split logic shared by every dataset builder.
 
 Builders (each made by :func:`dataset_builder`) read a train and a test set, then :func:`finish`
-applies the common keys: a stratified
-``train_size`` subset, a stratified ``val_fraction`` hold-out, per-channel mean/std from the
+applies the common keys: stratified ``train_size`` and ``test_size`` subsets, a stratified
+``val_fraction`` hold-out, per-channel mean/std from the
 (final) train split, and the augmentation recipe (pad-and-crop + horizontal flip, as used for
 CIFAR by He et al. 2016, "Deep Residual Learning", and Zagoruyko & Komodakis 2016, "Wide
 Residual Networks").
@@ -23,7 +23,9 @@ import torch
 from trainrepro.data.sources import decode_files
 from trainrepro.errors import ConfigError
 
-SPLIT_SEED = 0  # fixed: the same train_size / val_fraction always picks the same images
+# Fixed, never the run's seed: the same train_size / test_size / val_fraction always picks the
+# same images, so runs compared across seeds are trained and scored on the same ones.
+SPLIT_SEED = 0
 
 # Images decoded to estimate mean/std of a streamed (file-backed) train split.
 STREAM_STATS_SAMPLES = 2000
@@ -108,6 +110,7 @@ class DataSplits:
     augment: Augment | None
     notes: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    full_test_size: int | None = None  # the test set ``test`` was drawn from (test_size), if so
 
 
 def stratified_indices(labels: torch.Tensor, n: int, seed: int = SPLIT_SEED) -> torch.Tensor:
@@ -171,12 +174,12 @@ def check_common(
     augment: bool,
     folds: int | None = None,
     fold: int | None = None,
+    test_size: int | None = None,
 ) -> None:
     """Validate the keys every builder shares, before any data is read."""
-    if train_size is not None and (
-        isinstance(train_size, bool) or not isinstance(train_size, int) or train_size <= 0
-    ):
-        raise ConfigError("dataset.train_size", train_size, "must be a positive integer or null")
+    for key, size in (("train_size", train_size), ("test_size", test_size)):
+        if size is not None and (not _is_int(size) or size <= 0):
+            raise ConfigError(f"dataset.{key}", size, "must be a positive integer or null")
     if not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < 1.0:
         raise ConfigError("dataset.val_fraction", val_fraction, "must be in [0, 1)")
     if augment and (not isinstance(crop_padding, int) or crop_padding < 0):
@@ -233,23 +236,15 @@ def finish(
     classes: list[str] | None = None,
     folds: int | None = None,
     fold: int | None = None,
+    test_size: int | None = None,
 ) -> DataSplits:
-    """Apply train_size, val_fraction or folds/fold, channel statistics and augmentation; the
-    keys are checked by :func:`check_common` before (``dataset_builder`` does, before reading)."""
+    """Apply train_size, test_size, val_fraction or folds/fold, channel statistics and
+    augmentation; the keys are checked by :func:`check_common` before (``dataset_builder``
+    does, before reading)."""
     notes = list(notes or [])
-    if train_size is not None:
-        if train_size > len(train):
-            raise ConfigError(
-                "dataset.train_size",
-                train_size,
-                f"exceeds the {len(train)} training images available",
-            )
-        if train_size < len(train):
-            train = train.subset(stratified_indices(train.labels, train_size))
-            notes.append(
-                f"train_size={train_size}: stratified subset of the training set "
-                f"(seed {SPLIT_SEED})"
-            )
+    train = _subset(train, train_size, "train_size", "training", notes)
+    n_test = len(test)
+    test = _subset(test, test_size, "test_size", "test", notes)
     val = None
     if val_fraction > 0:
         n_val = round(val_fraction * len(train))
@@ -300,7 +295,25 @@ def finish(
         augment=Augment(crop_padding, bool(hflip)) if augment else None,
         notes=notes,
         classes=list(classes or []),
+        full_test_size=n_test if len(test) < n_test else None,
     )
+
+
+def _subset(
+    images: AnyImageSet, size: int | None, key: str, what: str, notes: list[str]
+) -> AnyImageSet:
+    """A stratified ``size`` of ``images`` (class proportions kept, seed SPLIT_SEED), noted."""
+    if size is None or size == len(images):
+        return images
+    if size > len(images):
+        raise ConfigError(
+            f"dataset.{key}", size, f"exceeds the {len(images)} {what} images available"
+        )
+    notes.append(
+        f"{key}={size}: stratified subset of the {len(images)} {what} images "
+        f"(seed {SPLIT_SEED}, whatever the run's seed)"
+    )
+    return images.subset(stratified_indices(images.labels, size))
 
 
 class Loaded(NamedTuple):
@@ -336,6 +349,7 @@ def dataset_builder(
             ("hflip", hflip, "bool"),
             ("folds", None, "int | None"),
             ("fold", None, "int | None"),
+            ("test_size", None, "int | None"),
         )
     ]
 

@@ -6,13 +6,14 @@ PyTorch objects, and no ``DictConfig`` travels past this module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from trainrepro.config import instantiate
+from trainrepro.config import check_booleans, instantiate
 from trainrepro.data.loader import make_loader
 from trainrepro.data.splits import DataSplits
 from trainrepro.engine.run import Callback, Run
@@ -25,8 +26,10 @@ from trainrepro.schedules import Schedule
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Speed switches that change how the model runs, not what it computes (up to rounding).
-SPEED_KEYS = ("channels_last", "compile")
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+# The workspace settings that make cuBLAS deterministic (CUDA >= 10.2; NVIDIA's cuBLAS docs,
+# "Results reproducibility"); deterministic=true sets the first when the variable is unset.
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -67,11 +70,27 @@ def check_top_level(cfg: DictConfig) -> torch.device:
         raise ConfigError(
             "precision", cfg.precision, "this CPU has no bf16 units (AVX512-BF16/AMX); use fp32"
         )
-    for key in SPEED_KEYS:
-        value = cfg.get(key, False)
-        if not isinstance(value, bool):
-            raise ConfigError(key, value, "must be true or false")
+    check_booleans(cfg)  # resume, progress, channels_last, compile, plan: the CLI's check too
+    cublas = os.environ.get(CUBLAS_ENV)
+    if cfg.get("deterministic", False) and cublas not in (None, *CUBLAS_DETERMINISTIC):
+        raise ConfigError(
+            CUBLAS_ENV, cublas, "deterministic=true needs :4096:8 or :16:8 (or unset: we set it)"
+        )
     return device
+
+
+def apply_determinism(deterministic: bool, device: torch.device) -> None:
+    """Set torch's process-wide switches for this run (so a later run in the process resets
+    them). ``deterministic``: only deterministic kernels (an op that has none raises), cuDNN
+    without autotuning, and cuBLAS's fixed workspace, whose variable cuBLAS reads once, when
+    its first handle is made: at the first CUDA matmul, which comes after this."""
+    if deterministic:
+        os.environ.setdefault(CUBLAS_ENV, CUBLAS_DETERMINISTIC[0])
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    # For speed: cuDNN times its candidate kernels per input shape and keeps the fastest, and
+    # which wins can change from run to run, so runs differ in the last bits from the start.
+    torch.backends.cudnn.benchmark = not deterministic and device.type == "cuda"
 
 
 def _to_channels_last(module: torch.nn.Module, args: tuple) -> tuple:
@@ -213,6 +232,7 @@ def build_run(cfg: DictConfig) -> Run:
     likeliest to be missing) is read.
     """
     device, norm_layer = check_config(cfg)
+    apply_determinism(cfg.get("deterministic", False), device)
 
     torch.manual_seed(cfg.seed)
     data: DataSplits = instantiate("dataset", cfg.dataset)

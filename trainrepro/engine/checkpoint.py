@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -38,14 +40,17 @@ ADDED_KEYS: dict[str, Any] = {
     "checkpoint_every": None,
     "channels_last": False,
     "compile": False,
+    "deterministic": False,
     "normalization.weight_standardization": False,
     "normalization.sync": False,
     "optimizer.norm_decay_target": 0.0,
+    "optimizer.fused": None,  # torch's default kernels, as before the key
     "optimizer.bias_correction": "shifted",  # adam_2k before the authors' convention
     "schedule.scale_lr_with_batch": False,
     "schedule.reference_batch": 256,
     "dataset.folds": None,
     "dataset.fold": None,
+    "dataset.test_size": None,
 }
 
 
@@ -179,18 +184,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     objects other than tensors and containers, or is not a trainrepro checkpoint.
     """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns about a foreign pickle before refusing it; the refusal says it all.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ConfigError(
-            "checkpoint",
-            path,
-            "refused: it holds objects other than tensors and plain containers, which could "
-            f"run code when loaded ({_first_line(e)})",
-        ) from None
+        raise ConfigError("checkpoint", path, _refusal(e)) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        if "weights_only" in str(e):
+            raise ConfigError("checkpoint", path, _refusal(e)) from None
         raise ConfigError(
             "checkpoint", path, f"unreadable, truncated or not a torch file ({_first_line(e)})"
         ) from None
+    for w in caught:  # a file that loads keeps its warnings
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not isinstance(ckpt, dict):
         raise ConfigError("checkpoint", path, f"not a trainrepro checkpoint (a {type(ckpt)})")
     missing = [k for k in REQUIRED if k not in ckpt]
@@ -241,6 +248,17 @@ def restore_model(model: torch.nn.Module, state: dict[str, Any], path: Path) -> 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     optimizer.load_state_dict(state)
+
+
+def _refusal(e: BaseException) -> str:
+    """Why a file that torch's safe loader rejects is not loaded, in our words: torch's own
+    message suggests loading it unsafely, advice a user must never be given."""
+    name = re.search(r"GLOBAL ([\w.]+)", str(e))
+    return (
+        "refused: it holds objects other than tensors and plain values"
+        f"{f' (here {name.group(1)})' if name else ''}, so for safety it was not loaded "
+        "(such objects can run code)"
+    )
 
 
 def _first_line(e: BaseException) -> str:

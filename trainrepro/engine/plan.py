@@ -2,7 +2,8 @@
 
 Prints, per epoch, what the trainer will use: learning rate and momentum at the epoch's first
 update, batch size, Smith et al.'s noise scale g = lr/(1-m) * (N/B - 1), and cumulative
-parameter updates; then the totals. Reads the dataset only for its size N.
+parameter updates; then the totals and the images each end-of-epoch evaluation scores. Reads
+the dataset only for its sizes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from trainrepro.config import instantiate
+from trainrepro.data import DataSplits
 from trainrepro.engine.build import check_batch_sizes, check_top_level, make_schedule
 from trainrepro.optim.factory import get_momentum
 from trainrepro.schedules import Schedule
@@ -47,13 +49,31 @@ def plan_rows(
 
 def build_plan(cfg: DictConfig) -> tuple[list[dict[str, Any]], int]:
     """Validate the config as a run would and return the plan rows and N."""
+    rows, data = _plan_and_data(cfg)
+    return rows, len(data.train)
+
+
+def _plan_and_data(cfg: DictConfig) -> tuple[list[dict[str, Any]], DataSplits]:
     check_top_level(cfg)
     norm = instantiate("normalization", cfg.normalization)
     optimizer = instantiate("optimizer", cfg.optimizer, torch.nn.Linear(1, 1))
     schedule = make_schedule(cfg, optimizer)
-    n_train = len(instantiate("dataset", cfg.dataset).train.labels)
+    data = instantiate("dataset", cfg.dataset)
+    n_train = len(data.train)
     check_batch_sizes(schedule, cfg.epochs, n_train, norm, cfg.max_micro_batch)
-    return plan_rows(schedule, cfg.epochs, n_train, get_momentum(optimizer)), n_train
+    return plan_rows(schedule, cfg.epochs, n_train, get_momentum(optimizer)), data
+
+
+def evaluation_note(data: DataSplits) -> str:
+    """One line: the test (and validation) images each end-of-epoch evaluation scores."""
+    if data.full_test_size is None:
+        line = f"evaluation after each epoch: all {len(data.test)} test images"
+    else:
+        line = (
+            f"evaluation after each epoch: {len(data.test)} of the {data.full_test_size} test "
+            f"images, a stratified subset (dataset.test_size; the same images whatever the seed)"
+        )
+    return line + (f", and {len(data.val)} validation images" if data.val is not None else "")
 
 
 def format_plan(rows: list[dict[str, Any]], n_train: int) -> str:
@@ -89,6 +109,6 @@ def lr_scaling_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
 
 def print_plan(cfg: DictConfig) -> None:
     """Validate ``cfg`` and print its plan; for the CLI's ``+plan=true``."""
-    rows, n_train = build_plan(cfg)
-    note = lr_scaling_note(cfg, rows)
-    print(format_plan(rows, n_train) + (f"\n{note}" if note else ""))
+    rows, data = _plan_and_data(cfg)
+    lines = [format_plan(rows, len(data.train)), evaluation_note(data)]
+    print("\n".join(line for line in [*lines, lr_scaling_note(cfg, rows)] if line))

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -41,10 +42,21 @@ METRIC_COLUMNS = (
 )
 
 
+# The temporary files of atomic_write_bytes: ``.<name>.<mkstemp's 8 random characters>.tmp``.
+# A process killed mid-write (kill -9) leaves one behind; see is_temporary.
+TEMP_SUFFIX = ".tmp"
+TEMP_PATTERN = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is that of an atomic write's temporary file (and no other)."""
+    return TEMP_PATTERN.fullmatch(name) is not None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -116,6 +128,17 @@ def versions() -> dict[str, str]:
         "trainrepro": trainrepro.__version__,
         "cuda": str(torch.version.cuda),
         "cudnn": str(torch.backends.cudnn.version()) if torch.cuda.is_available() else "n/a",
+    }
+
+
+def determinism() -> dict[str, Any]:
+    """torch's switches, as the run ran, that decide whether a CUDA run repeats bit for bit
+    (set from the config's ``deterministic``: trainrepro.engine.build.apply_determinism)."""
+    return {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
     }
 
 

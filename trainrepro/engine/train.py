@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from trainrepro.engine import distributed
+from trainrepro.engine import distributed, lifecycle
 from trainrepro.engine.build import build_run, epoch_batch_sizes
 from trainrepro.engine.checkpoint import (
     CHECKPOINT_NAME,
@@ -37,8 +38,6 @@ from trainrepro.engine.preemption import StopFlag, stop_on_signals
 from trainrepro.engine.records import (
     atomic_write_text,
     device_description,
-    git_revision,
-    versions,
     write_json,
     write_metrics,
 )
@@ -48,7 +47,9 @@ from trainrepro.optim.factory import get_momentum, set_lr, set_momentum
 from trainrepro.optim.update_rules import autocast
 from trainrepro.schedules.noise import noise_scale
 
-# How often (in updates) the loss is brought to the host: each .item() waits for the GPU.
+# The loop's sync points (every SYNC_EVERY updates, a checkpoint, a stop, the epoch's end) bring
+# the loss and accuracy summed on the device to the host; no other read in an update waits for
+# the GPU (tests/test_host_sync.py). The same on every device, so CPU tests hold CUDA's loop.
 SYNC_EVERY = 25
 
 
@@ -63,8 +64,9 @@ def train(
     """Train the run described by ``cfg`` in ``run_dir``; return the summary it writes.
 
     ``stop_after_epoch`` / ``stop_after_update`` stop the run as a SIGTERM arriving during that
-    epoch's last update / that update would (the resume tests use them). ``command`` (the
-    overrides it was started with) is recorded in summary.json.
+    epoch's last update / that update would (the resume tests use them). ``command`` (this
+    invocation's overrides) joins earlier invocations' in summary.json and makes the command
+    printed to continue an interrupted run. A completed run is left as it is on resume.
     """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT_NAME
@@ -78,32 +80,41 @@ def train(
     every = cfg.get("checkpoint_every")
     if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
         raise ConfigError("checkpoint_every", every, "must be a positive number of updates or null")
+    estimate_over_s = lifecycle.estimate_threshold()
 
     world = distributed.init_from_env()
     main = world.is_main  # under torchrun only rank 0 writes and prints
-    say = print if main else _silent
+    say = partial(print, flush=True) if main else (lambda *a, **k: None)  # flushed for logs
+    if cfg.resume and (done := lifecycle.completed_run(run_dir, config)) is not None:
+        n = done["epochs_completed"]
+        say(f"run in {run_dir} is complete (epochs {n} of {cfg.epochs}): nothing to do")
+        return done
+    previous = lifecycle.read_summary(run_dir) if cfg.resume else {}
     with stop_on_signals(StopFlag()) as stop:
         run = build_run(cfg)
+        sizes = epoch_batch_sizes(run.schedule, cfg.epochs, len(run.train_loader))
         if world.active:
-            sizes = epoch_batch_sizes(run.schedule, cfg.epochs, len(run.train_loader))
             distributed.prepare(run.model, sizes, sync=bool(cfg.normalization.get("sync", False)))
         progress = Progress()
         if cfg.resume:
             progress = _restore(run, ckpt_path, config)
+        total = sum(run.train_loader.num_batches(size) for size in sizes)
+        clock = lifecycle.Estimate(estimate_over_s, total, command, say)
 
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            lifecycle.remove_stale_temporaries(run_dir, say)
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         for note in run.data.notes:
             say(f"note: {note}")
         n_params = sum(p.numel() for p in run.model.parameters())
-        where = f" from epoch {progress.epoch + 1}, batch {progress.batch}" if cfg.resume else ""
         ranks = f"  ranks: {world.size}" if world.active else ""
         say(
             f"run: {run_dir}  device: {device_description(run.device)}{ranks}  params: {n_params:,}"
         )
-        if where:
-            say(f"resumed{where} (update {progress.updates})")
+        if cfg.resume:
+            at = f"epoch {progress.epoch + 1}, batch {progress.batch}"
+            say(f"resumed from {at} (update {progress.updates})")
         for callback in run.callbacks:
             callback.start(run, run_dir)
 
@@ -128,7 +139,9 @@ def train(
                 checkpoint()
                 status = "interrupted"
                 break
-            diverged_at = _train_epoch(run, cfg, progress, stop, checkpoint, stop_after_update)
+            diverged_at = _train_epoch(
+                run, cfg, progress, stop, checkpoint, clock, stop_after_update
+            )
             if stop and diverged_at is None:
                 checkpoint()  # mid-epoch: the position says which batch comes next
                 status = "interrupted"
@@ -150,38 +163,20 @@ def train(
                 status = "interrupted"
                 break
 
-        summary = {
-            "status": status,
-            "diverged": status == "diverged",
-            "diverged_at_update": diverged_at,
-            "epochs_completed": progress.epoch,
-            "position": {
-                "epoch": progress.epoch,
-                "batch": progress.batch,
-                "updates": progress.updates,
-            },
-            "signal": stop.name if status == "interrupted" else None,
-            "final": progress.rows[-1] if progress.rows else {},
-            "best_test_acc": max(
-                (r["test_acc"] for r in progress.rows if r["test_acc"] is not None), default=None
-            ),
-            "num_params": n_params,
-            "notes": run.data.notes,
-            "device": device_description(run.device),
-            "ranks": world.size,
-            "versions": versions(),
-            "git": git_revision(),
-            "command": command,
-            "started": started,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        summary = lifecycle.summary(
+            status=status,
+            diverged_at=diverged_at,
+            progress=progress,
+            signal=stop.name if status == "interrupted" else None,
+            run=run,
+            ranks=world.size,
+            commands=lifecycle.commands_so_far(previous, command),
+            started=started,
+        )
         if main:
-            write_json(run_dir / "summary.json", summary)
+            write_json(run_dir / lifecycle.SUMMARY_NAME, summary)
         if status == "interrupted":
-            say(
-                f"interrupted ({stop.name}) at epoch {progress.epoch + 1}, batch "
-                f"{progress.batch}; continue with resume=true"
-            )
+            say(lifecycle.interrupted_message(stop.name, progress, run_dir, command))
         for callback in run.callbacks:
             callback.finish(run_dir, status)
     return summary
@@ -212,10 +207,12 @@ def _train_epoch(
     progress: Progress,
     stop: StopFlag,
     checkpoint: Any,
+    clock: lifecycle.Estimate,
     stop_after_update: int | None = None,
 ) -> int | None:
     """Train epoch ``progress.epoch`` from batch ``progress.batch`` to its end, or until ``stop``
-    is raised; returns the update by which the loss went non-finite, if it did.
+    is raised; returns the update by which the loss went non-finite, if it did. ``clock`` is
+    told the updates done wherever the loss comes to the host (it adds no sync of its own).
 
     The running totals live in ``progress`` whenever a checkpoint is written, so a resumed epoch
     accumulates onto exactly the same float64 sum and yields the same metrics row.
@@ -272,8 +269,9 @@ def _train_epoch(
         if world.active and distributed.any_rank(bool(stop))[0] and not stop:
             stop.request()  # another rank got the signal: every rank stops at this update
         due = every is not None and progress.updates % every == 0 and i + 1 < n_steps
-        if stop or due or run.device.type == "cpu" or (i + 1) % SYNC_EVERY == 0 or i + 1 == n_steps:
-            _totals(progress, loss_sum, correct)
+        if stop or due or (i + 1) % SYNC_EVERY == 0 or i + 1 == n_steps:
+            _totals(progress, loss_sum, correct)  # the sync point: two reads
+            clock.tick(progress.updates)
             mean_loss = progress.loss_sum / progress.seen
             if not math.isfinite(mean_loss):
                 diverged_at = progress.updates
@@ -291,6 +289,8 @@ def _train_epoch(
                 progress.train_seconds += time.perf_counter() - start
                 start = time.perf_counter()
                 checkpoint()
+        elif run.device.type == "cpu":
+            clock.tick(progress.updates)  # a CPU update is done when it returns: times no queue
     bar.close()
     _totals(progress, loss_sum, correct)
     progress.train_seconds += time.perf_counter() - start
@@ -344,12 +344,10 @@ def _end_epoch(
         "train_seconds": progress.train_seconds,
         "wall_seconds": progress.wall_seconds,
     }
-    if cfg.progress and evaluate_here:
+    if evaluate_here:  # with progress=false too: only the bar goes; flushed for log files
         shown = {k: row[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
-        print(
-            f"epoch {row['epoch']}/{cfg.epochs} "
-            + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
-        )
+        line = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        print(f"epoch {row['epoch']}/{cfg.epochs} {line}", flush=True)
     progress.end_epoch(row)
     return row
 
@@ -399,7 +397,3 @@ def evaluate(run: Run, loader: Any, batch_size: int) -> tuple[float, float]:
         correct += (logits.argmax(1) == y).sum()
     n = len(loader)
     return loss_sum.item() / n, 100.0 * correct.item() / n
-
-
-def _silent(*args: Any, **kwargs: Any) -> None:
-    """print() for ranks other than 0."""

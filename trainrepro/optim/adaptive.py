@@ -72,10 +72,13 @@ def _check_hyper(lr: float, betas: Sequence[float], eps: float, weight_decay: fl
 
 
 def _moment_state(state: dict[str, Any], p: torch.Tensor) -> None:
-    """Lazy state, keyed as torch.optim's Adam family: ``step`` is a float32 CPU scalar tensor
-    (exact up to 2**24 updates; load_state_dict leaves it on the CPU), the moments are like p."""
+    """Lazy state, keyed as torch.optim's Adam family: ``step``, the moments like p.
+
+    ``step`` is a Python int, not torch's float32 CPU scalar: the step's maths (bias
+    corrections, RAdam's rho_t branch) needs it as a number, and reading a tensor back each
+    step per parameter is a host read (trainrepro/engine/train.py: none per update)."""
     if not state:
-        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["step"] = 0
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
@@ -111,8 +114,16 @@ class _MomentOptimizer(torch.optim.Optimizer):
                 state = self.state[p]
                 _moment_state(state, p)
                 state["step"] += 1
-                self._update(p, group, state, int(state["step"].item()))
+                self._update(p, group, state, state["step"])
         return loss
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Checkpoints written before ``step`` was an int (and torch.optim.RAdam's) hold a
+        # float32 tensor, exact up to 2**24: the same count, read back once here on load.
+        super().__setstate__(state)
+        for s in self.state.values():
+            if isinstance(s.get("step"), torch.Tensor):
+                s["step"] = int(s["step"].item())
 
     def _update(
         self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], t: int

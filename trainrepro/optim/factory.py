@@ -15,6 +15,14 @@ keys in signature order with their defaults (which conf/optimizer/<name>.yaml re
 checks of the keys only it has; a stub gives its name and docstring. The checks of lr,
 weight_decay, eps and betas and the param groups are shared. A new option is one entry here,
 registered in ``OPTIMIZERS``, and its YAML file.
+
+Kernels: the torch classes run their ``foreach`` (multi-tensor) step wherever torch picks it by
+default, which is when every parameter is on CUDA; on the CPU they loop over the parameters.
+``fused`` (sgd, adam, adam_eps, adam_warmup, adamw, adagrad: the classes torch has a fused
+kernel for) passes torch's switch through: null leaves torch's default (not fused), true
+runs one fused kernel per device and dtype, which also lets fp16's GradScaler skip its
+per-step host read. It computes the same update to float32 rounding
+(tests/test_optim_kernels.py), not bit for bit.
 """
 
 from __future__ import annotations
@@ -71,12 +79,21 @@ def _rho_threshold(key: str, options: Mapping[str, Any]) -> float:
 
 # ---------------------------------------------------------------- builders
 _ADAM_FLAGS = {"decoupled_weight_decay": False, "amsgrad": False}
+FUSED = {"fused": None}  # torch's switch, for the classes that have a fused kernel
+
+
+def _fused(key: str, options: Mapping[str, Any]) -> bool | None:
+    value = options[key]
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError("optimizer.fused", value, "must be true, false or null (torch's default)")
+    return value
 
 
 @option(
     _decay_target(torch.optim.SGD, decoupled=False),
-    {"lr": 0.1, **MOMENTUM_KEYS, "weight_decay": 5e-4, **NORM_TARGET_KEYS},
+    {"lr": 0.1, **MOMENTUM_KEYS, "weight_decay": 5e-4, **NORM_TARGET_KEYS, **FUSED},
     **MOMENTUM_CHECKS,
+    fused=_fused,
 )
 def sgd() -> None:
     """SGD with heavy-ball or Nesterov momentum (Sutskever et al. 2013); L2 weight decay
@@ -85,9 +102,10 @@ def sgd() -> None:
 
 @option(
     _adam,
-    {**ADAM_KEYS, **_ADAM_FLAGS, **NORM_TARGET_KEYS},
+    {**ADAM_KEYS, **_ADAM_FLAGS, **NORM_TARGET_KEYS, **FUSED},
     amsgrad=flag,
     decoupled_weight_decay=flag,
+    fused=_fused,
 )
 def adam() -> None:
     """Adam (Kingma & Ba 2015), AMSGrad variant (Reddi et al. 2018); L2 weight decay, or
@@ -96,9 +114,10 @@ def adam() -> None:
 
 @option(
     _adam,
-    {**ADAM_KEYS, "eps": 1e-4, **_ADAM_FLAGS, **DECAY_KEYS},
+    {**ADAM_KEYS, "eps": 1e-4, **_ADAM_FLAGS, **DECAY_KEYS, **FUSED},
     amsgrad=flag,
     decoupled_weight_decay=flag,
+    fused=_fused,
 )
 def adam_eps() -> None:
     """Adam-eps (Liu et al. 2020, Sec. 3.1): the ``adam`` option with eps 1e-4 instead of 1e-8,
@@ -107,8 +126,9 @@ def adam_eps() -> None:
 
 @option(
     _decay_target(torch.optim.AdamW, decoupled=True),
-    {**ADAM_KEYS, "weight_decay": 0.01, "amsgrad": False, **NORM_TARGET_KEYS},
+    {**ADAM_KEYS, "weight_decay": 0.01, "amsgrad": False, **NORM_TARGET_KEYS, **FUSED},
     amsgrad=flag,
+    fused=_fused,
 )
 def adamw() -> None:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019).
@@ -154,9 +174,11 @@ def nadam() -> None:
         "eps": 1e-10,
         "weight_decay": 0.0,
         **DECAY_KEYS,
+        **FUSED,
     },
     lr_decay=non_negative,
     initial_accumulator_value=non_negative,
+    fused=_fused,
 )
 def adagrad() -> None:
     """AdaGrad (Duchi, Hazan & Singer 2011); no momentum."""

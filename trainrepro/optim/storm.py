@@ -33,11 +33,15 @@ Tensor = torch.Tensor
 
 
 class Storm(torch.optim.Optimizer):
-    """The STORM step; needs ``state[p]["grad_prev"]`` from :class:`StormRule` after update 1."""
+    """The STORM step; needs ``state[p]["grad_prev"]`` from :class:`StormRule` after update 1.
+
+    The global accumulators ``sum_g2`` and ``eta_prev`` live with the first group (so
+    state_dict() carries them) as float64 scalar tensors on the parameters' device: eta_t
+    and a_t are computed there, and no step reads a number back to the host.
+    """
 
     def __init__(self, params: Any, *, lr: float = 0.1, w: float = 0.1, c: float = 100.0) -> None:
         super().__init__(params, {"lr": lr, "w": w, "c": c})
-        # Global accumulators, kept with the first group so state_dict() carries them.
         self.param_groups[0].setdefault("sum_g2", 0.0)
         self.param_groups[0].setdefault("eta_prev", None)
 
@@ -47,23 +51,31 @@ class Storm(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            return
         head = self.param_groups[0]
-        head["sum_g2"] += float(sum(p.grad.pow(2).sum() for p in params))
-        first = head["eta_prev"] is None
-        a = 1.0 if first else min(1.0, head["c"] * head["eta_prev"] ** 2)
-        eta = None
+        # Python floats (a new optimizer, checkpoints before the tensors) or tensors that a
+        # checkpoint brought back on the CPU: as float64 on the device; a no-op after that.
+        sum_g2 = torch.as_tensor(head["sum_g2"], dtype=torch.float64, device=params[0].device)
+        total = params[0].grad.pow(2).sum()  # float32 partial sums, added in order, as before
+        for p in params[1:]:
+            total = total + p.grad.pow(2).sum()
+        head["sum_g2"] = sum_g2 = sum_g2 + total.double()
+        keep = None  # 1 - a_t, a_t = min(1, c eta_{t-1}^2); d_1 is the gradient itself
+        if head["eta_prev"] is not None:
+            eta_prev = torch.as_tensor(head["eta_prev"], dtype=torch.float64, device=sum_g2.device)
+            keep = 1.0 - (head["c"] * eta_prev**2).clamp(max=1.0)
         for group in self.param_groups:
-            eta = group["lr"] / (group["w"] + head["sum_g2"]) ** (1.0 / 3.0)
+            eta = group["lr"] / (group["w"] + sum_g2) ** (1.0 / 3.0)
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if first or "d" not in state:
+                if keep is None or "d" not in state:
                     state["d"] = p.grad.clone()
                 else:
-                    d = state["d"]
-                    d.sub_(state["grad_prev"]).mul_(1.0 - a).add_(p.grad)
-                p.sub_(state["d"], alpha=eta)
+                    state["d"].sub_(state["grad_prev"]).mul_(keep).add_(p.grad)
+                p.addcmul_(state["d"], eta, value=-1.0)  # x -= eta_t d_t, eta_t on the device
         head["eta_prev"] = eta
 
 
