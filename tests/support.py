@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
@@ -56,14 +58,27 @@ def options(group: str) -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``python -m trainrepro`` in ``cwd``."""
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m trainrepro`` in ``cwd`` (with ``env`` instead of ours when given)."""
     return subprocess.run(
         [sys.executable, "-m", "trainrepro", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
+    )
+
+
+def tiny_model() -> nn.Module:
+    """A conv + BN + linear net for 1x4x4 inputs and 3 classes, the same weights every call."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
     )
 
 

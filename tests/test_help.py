@@ -13,23 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 from support import CONF_DIR
+from support import cli as run
 
 from trainrepro.config import groups, options
 
 COMMANDS = ("run", "plan", "reproduce", "cv", "bn-alpha", "help")
 ARGPARSE_COMMANDS = ("reproduce", "cv", "bn-alpha")
 KEYS = ("epochs", "seed", "device", "precision", "batch_size")
-
-
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "trainrepro", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 @pytest.fixture(scope="module")

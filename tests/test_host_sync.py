@@ -25,8 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from support import make_cfg
-from torch import nn
+from support import make_cfg, tiny_model
 
 import trainrepro
 from trainrepro.engine import train as train_module
@@ -144,17 +143,6 @@ VARIANTS = {
     **{f"{name}-fused": (name, {"fused": True}) for name in ("sgd", "adam", "adamw", "adagrad")},
 }
 CASES = {name: (name, SHRUNK.get(name, {})) for name in sorted(optim.optimizers())} | VARIANTS
-
-
-def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 4 * 4, 3),
-    )
 
 
 def batch(device: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from omegaconf import OmegaConf
+from support import tiny_model
 from torch import nn
 
 from trainrepro.config import instantiate, resolve_target
@@ -26,17 +27,6 @@ def optimizer_node(path: Path):
     """The option's optimizer node; a ``# @package _global_`` file holds it under optimizer."""
     node = OmegaConf.load(path)
     return node.optimizer if path.read_text().startswith("# @package _global_") else node
-
-
-def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 4 * 4, 3),
-    )
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
