@@ -4,6 +4,7 @@ Hydra's own flags keep working beside it."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -17,8 +18,13 @@ from support import cli as run
 
 from trainrepro.config import groups, options
 
-COMMANDS = ("run", "plan", "reproduce", "cv", "bn-alpha", "help")
-ARGPARSE_COMMANDS = ("reproduce", "cv", "bn-alpha")
+from trainrepro.help import COMMANDS as DECLARED
+from trainrepro.help import SUBCOMMANDS
+
+# The page names every declared command; these must always be among them.
+CORE = ("run", "plan", "reproduce", "cv", "bn-alpha", "help")
+COMMANDS = tuple(DECLARED)
+ARGPARSE_COMMANDS = tuple(SUBCOMMANDS)
 KEYS = ("epochs", "seed", "device", "precision", "batch_size")
 
 
@@ -175,7 +181,15 @@ def test_help_for_an_unknown_command_is_one_line(tmp_path, args):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: help={' '.join(args[1:])}: ")
     if args[1] == "nosuch":
-        assert lines[0].endswith("unknown command; valid: run, plan, reproduce, cv, bn-alpha, help")
+        assert lines[0].endswith(f"unknown command; valid: {', '.join(COMMANDS)}")
+
+
+def test_every_subcommand_is_declared_and_importable():
+    assert set(CORE) <= set(COMMANDS)
+    assert set(SUBCOMMANDS) <= set(COMMANDS)
+    for target in SUBCOMMANDS.values():
+        module_name, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module_name), function)), target
 
 
 def test_hydras_flags_still_work(tmp_path):

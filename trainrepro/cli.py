@@ -7,6 +7,7 @@ and no run directory is created.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import signal
 import sys
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrepro.config import CONF_DIR, CONFIG_NAME, check_overrides, flags_first
 from trainrepro.errors import ConfigError
+from trainrepro.help import SUBCOMMANDS
 from trainrepro.help import route as help_route
 from trainrepro.help import show as show_help
 
@@ -106,18 +108,10 @@ def main() -> None:
     if args[:1] == ["run"]:  # `trainrepro run ...` is `trainrepro ...`, as the help page says
         args = args[1:]
         sys.argv = [sys.argv[0], *args]
-    if args[:1] == ["reproduce"]:  # `trainrepro reproduce <paper> ...`: trainrepro/reproduce/
-        from trainrepro.reproduce.cli import main as reproduce_main
-
-        sys.exit(reproduce_main(args[1:]))
-    if args[:1] == ["cv"]:  # `trainrepro cv <overrides> --grid k=a,b --folds 4`: analysis/cv.py
-        from trainrepro.analysis.cv import main as cv_main
-
-        sys.exit(cv_main(args[1:]))
-    if args[:1] == ["bn-alpha"]:  # `trainrepro bn-alpha <run dir>`: trainrepro/analysis/bn_alpha.py
-        from trainrepro.analysis.bn_alpha import main as bn_alpha_main
-
-        sys.exit(bn_alpha_main(args[1:]))
+    if args[:1] and args[0] in SUBCOMMANDS:  # each takes its own arguments: see SUBCOMMANDS
+        module_name, function = SUBCOMMANDS[args[0]].split(":")
+        module = importlib.import_module(module_name)
+        sys.exit(getattr(module, function)(args[1:]))
     if args[:1] == ["plan"]:  # `trainrepro plan ...` is `trainrepro ... +plan=true`
         args = [*args[1:], "+plan=true"]
         sys.argv = [sys.argv[0], *args]

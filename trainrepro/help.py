@@ -28,8 +28,15 @@ COMMANDS = {
     "bn-alpha": "pick the inference example-weighting alpha for a finished run",
     "help": "this page; `trainrepro help <command>` shows that command's page",
 }
-# Commands with an argparse parser of their own: their page is their ``--help``.
-ARGPARSE_COMMANDS = ("reproduce", "cv", "bn-alpha")
+# Commands with an argument parser of their own, imported by trainrepro/cli.py only when asked
+# for: "module:function", the function taking the arguments after the command's name and
+# returning the exit status. Their page is their ``--help``.
+SUBCOMMANDS = {
+    "reproduce": "trainrepro.reproduce.cli:main",
+    "cv": "trainrepro.analysis.cv:main",
+    "bn-alpha": "trainrepro.analysis.bn_alpha:main",
+}
+ARGPARSE_COMMANDS = tuple(SUBCOMMANDS)
 # The keys a first run needs; their defaults are read from conf/config.yaml.
 KEYS = {
     "epochs": "training epochs",
