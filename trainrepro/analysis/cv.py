@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from trainrepro.engine import placement as placing
 from trainrepro.engine.runner import RunSpec, dry_run_lines, run_all
 from trainrepro.errors import ConfigError
 
@@ -168,8 +169,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=4, help="number of folds (default 4)")
     p.add_argument("--metric", default="val_loss", help="val_loss (default) or val_acc")
     p.add_argument("--root", type=Path, help="default: runs/cv/<hash of the command>")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS per run")
+    placing.add_arguments(p, jobs_help="runs at a time (default 1)")
     p.add_argument("--no-final", action="store_true", help="select, but train no final run")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state")
     return p
@@ -183,8 +183,7 @@ def run(argv: Sequence[str]) -> int:
         raise ConfigError("--folds", args.folds, "must be >= 2")
     if args.metric not in ("val_loss", "val_acc"):
         raise ConfigError("--metric", args.metric, "must be val_loss or val_acc")
-    if args.jobs < 1:
-        raise ConfigError("--jobs", args.jobs, "must be >= 1")
+    where = placing.plan(args.jobs, args.threads, args.gpus, args.jobs_per_gpu)
     base = list(args.overrides)
     for override in base:
         if override.split("=", 1)[0].lstrip("+") in FOLD_KEYS:
@@ -200,7 +199,8 @@ def run(argv: Sequence[str]) -> int:
         print(f"{len(specs)} runs ({len(points)} points x {args.folds} folds) in {root}; then "
               f"the selected point on the whole training split in {root / 'final'}")  # fmt: skip
         return 0
-    failed = run_all(specs, args.jobs, args.threads)
+    print(f"{len(specs)} runs, {where.describe()}" + (f"; {where.note}" if where.note else ""))
+    failed = run_all(specs, where)
     table = summarize(root, points, args.folds, args.metric)
     root.mkdir(parents=True, exist_ok=True)
     table.to_csv(root / "cv.csv", index=False)
@@ -222,7 +222,8 @@ def run(argv: Sequence[str]) -> int:
     print(f"selected: {chosen['overrides'] or 'default'} ({args.metric} {chosen['mean']:.4g})")
     if not args.no_final:
         final_dir = root / "final"
-        if run_all([(final_dir, [*base, *record["selected"]])], 1, args.threads):
+        one = placing.Placement(1, args.threads, where.gpus[:1], 1)  # one run: all cores, one GPU
+        if run_all([(final_dir, [*base, *record["selected"]])], one):
             print(f"error: the final run in {final_dir} failed", file=sys.stderr)
             return 1
         _, final = _final_row(final_dir)

@@ -9,9 +9,10 @@ A run whose ``summary.json`` says completed or diverged is kept; one with a chec
 resumed (``resume=true``); any other is started afresh. A SIGTERM or SIGINT to the runner
 stops the runs in flight at a checkpoint (they resume on the next call) and starts no more.
 Each run's output goes to ``<run dir>.log``. Runs start in the order given (put the longest
-first) on ``--jobs`` workers; ``--threads`` sets each run's torch/OpenMP threads, so
-``--jobs 2 --threads 1`` fills two cores with no oversubscription. Exits 1 if any run failed,
-after the others have finished.
+first) on ``--jobs`` workers; ``--threads`` sets each run's torch/OpenMP threads (at most
+cores / jobs), so ``--jobs 2 --threads 1`` fills two cores with no oversubscription;
+``--gpus 0,1 --jobs-per-gpu 4`` runs four on each GPU (trainrepro/engine/placement.py).
+Exits 1 if any run failed, after the others have finished.
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
+from trainrepro.engine import placement as placing
 from trainrepro.engine.checkpoint import FINISHED, run_state
+from trainrepro.engine.placement import GpuSlots, Placement
 from trainrepro.engine.records import code_stamp
+from trainrepro.errors import ConfigError
 
 DONE = FINISHED
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 INTERRUPTED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT)
 RunSpec = tuple[Path, list[str]]  # (run dir, overrides)
+NO_GPU = GpuSlots(Placement())
 
 
 def say(message: str) -> None:
@@ -116,6 +121,7 @@ def run_one(
     threads: int | None,
     allow_other_code: bool = False,
     code: str | None = None,
+    gpus: GpuSlots | None = None,
 ) -> bool:
     state = status_of(run_dir)
     if state == "done":
@@ -136,12 +142,21 @@ def run_one(
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     resume = state == "resume"
-    cmd = [sys.executable, "-m", "trainrepro", *overrides, f"resume={str(resume).lower()}"]
-    cmd += ["progress=false", f"hydra.run.dir={run_dir}"]
-    env = dict(os.environ)
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
-    say(f"{run_dir}: started (resume={str(resume).lower()})")
+    with (gpus or NO_GPU).lend() as gpu:  # waits for a free GPU, if any
+        env = placing.child_env(os.environ, threads, gpu)
+        return _start(run_dir, overrides, resume, log, code, env, gpu)
+
+
+def _start(
+    run_dir: Path, overrides: list[str], resume: bool, log: Path, code: str,
+    env: dict[str, str], gpu: str | None,
+) -> bool:  # fmt: skip
+    """Run one trainrepro process to its end; True when it finished."""
+    device = ["device=cuda"] if gpu is not None else []  # never a silent fall back to the CPU
+    cmd = [sys.executable, "-m", "trainrepro", *overrides, *device]
+    cmd += [f"resume={str(resume).lower()}", "progress=false", f"hydra.run.dir={run_dir}"]
+    on_gpu = f" on GPU {gpu}" if gpu is not None else ""
+    say(f"{run_dir}: started (resume={str(resume).lower()}){on_gpu}")
     start = time.monotonic()
     with log.open("a") as out:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -152,15 +167,15 @@ def run_one(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
             _children.procs.add(proc)
-        code = proc.wait()
+        exit_code = proc.wait()
         with _children.lock:
             _children.procs.discard(proc)
     elapsed = time.monotonic() - start
-    if code in INTERRUPTED_CODES:
+    if exit_code in INTERRUPTED_CODES:
         say(f"{run_dir}: interrupted after {elapsed:.0f} s; the same command resumes it")
         return False
-    if code != 0:
-        say(f"{run_dir}: FAILED (exit {code}) after {elapsed:.0f} s, see {log}")
+    if exit_code != 0:
+        say(f"{run_dir}: FAILED (exit {exit_code}) after {elapsed:.0f} s, see {log}")
         return False
     say(f"{run_dir}: finished in {elapsed:.0f} s")
     return True
@@ -168,11 +183,11 @@ def run_one(
 
 def run_all(
     runs: Sequence[RunSpec],
-    jobs: int = 1,
-    threads: int | None = None,
+    where: Placement | None = None,
     allow_other_code: bool = False,
 ) -> int:
-    """Every run on ``jobs`` workers, in order; returns how many failed or were interrupted.
+    """Every run on ``where.jobs`` workers (each run on a GPU of ``where.gpus`` when given),
+    in order; returns how many failed or were interrupted.
     An interrupted run is resumed only under the code that started it (its log's stamp: the
     commit and the digest of uncommitted changes), unless ``allow_other_code``.
 
@@ -180,14 +195,15 @@ def run_all(
     and raises SystemExit(128 + signal) once they have.
     """
     check_unique(runs)
+    where = where or Placement()
     start = time.monotonic()
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, _children.forward) for s in STOP_SIGNALS} if in_main else {}
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            code = code_stamp()
-            ok = list(pool.map(
-                lambda r: run_one(r[0], r[1], threads, allow_other_code, code), runs))  # fmt: skip
+        with ThreadPoolExecutor(max_workers=where.jobs) as pool:
+            code, slots = code_stamp(), GpuSlots(where)
+            ok = list(pool.map(lambda r: run_one(
+                r[0], r[1], where.threads, allow_other_code, code, slots), runs))  # fmt: skip
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -201,17 +217,19 @@ def run_all(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, help="file with one run per line (default: stdin)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run")
+    placing.add_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="list what would happen")
     parser.add_argument("--allow-other-code", action="store_true",
                         help="resume runs started under another commit or other local changes")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs={args.jobs}: must be >= 1")
+    try:
+        where = placing.plan(args.jobs, args.threads, args.gpus, args.jobs_per_gpu)
+    except ConfigError as e:
+        parser.exit(2, f"error: {e}\n")
     lines = (args.runs.read_text() if args.runs else sys.stdin.read()).splitlines()
     runs = parse_runs(lines)
     if args.dry_run:
         print("\n".join(dry_run_lines(runs)))
         return 0
-    return 1 if run_all(runs, args.jobs, args.threads, args.allow_other_code) else 0
+    print(f"{len(runs)} runs, {where.describe()}" + (f"; {where.note}" if where.note else ""))
+    return 1 if run_all(runs, where, args.allow_other_code) else 0

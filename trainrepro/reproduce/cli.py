@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from trainrepro.engine import placement as placing
 from trainrepro.engine.runner import RunSpec, dry_run_lines, run_all
 from trainrepro.errors import ConfigError
 from trainrepro.reproduce.data import RUNS_CSV, results
@@ -64,8 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="list the runs and their state; run nothing"
     )
-    p.add_argument("--jobs", type=int, help="runs at a time (default: the profile's)")
-    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS per run (default: the profile's)")
+    placing.add_arguments(p, jobs_help="runs at a time (default: the profile's)")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the report")
     p.add_argument("--from-csv", type=Path, help="build the report from this runs.csv")
     p.add_argument("--runs-root", type=Path, help="default: runs/<paper>[-quick]")
@@ -100,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     name = paper.result_name(args.profile)
     run_root = args.runs_root or Path("runs") / name
     out = args.out or Path("results") / name
-    jobs = args.jobs or profile.jobs
-    threads = args.threads if args.threads is not None else profile.threads
-    if jobs < 1:
-        print(f"error: --jobs={jobs}: must be >= 1", file=sys.stderr)
+    try:
+        where = placing.plan(
+            args.jobs, args.threads, args.gpus, args.jobs_per_gpu,
+            default_jobs=profile.jobs, default_threads=profile.threads,
+        )  # fmt: skip
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     specs = run_specs(paper, profile, run_root, args.overrides)
     # Missing data or an unusable key is said once, before any run starts (a dry run says it
@@ -117,14 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.dry_run:
         print("\n".join(dry_run_lines(specs)))
-        print(f"{len(specs)} runs, {jobs} at a time; then the report in {out}/REPORT.md")
+        print(f"{len(specs)} runs, {where.describe()}; then the report in {out}/REPORT.md")
         return 0
     if problems:
         return 2
     run_seconds = None
     if not (args.report_only or args.from_csv):
         start = time.monotonic()
-        if run_all(specs, jobs, threads, args.allow_other_code):
+        print(f"{len(specs)} runs, {where.describe()}" + (f"; {where.note}" if where.note else ""))
+        if run_all(specs, where, args.allow_other_code):
             print("error: runs failed (see their .log); no report written", file=sys.stderr)
             return 1
         run_seconds = time.monotonic() - start
