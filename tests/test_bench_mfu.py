@@ -137,7 +137,8 @@ def test_trainer_below_target_is_marked_not_failed(capsys):
 def test_concurrent_processes_against_one_alone():
     data = synthetic(num_train=64, num_test=16)
     timing = dict(device=torch.device("cpu"), batch_size=8, windows=2, steps=2, window_seconds=0)
-    (row,) = bench_concurrent(2, ["lenet5"], "fp32", data, timing)
+    one, row = bench_concurrent([1, 2], ["lenet5"], "fp32", data, timing)
+    assert one["processes"] == 1 and one["alone_images_per_s"] == row["alone_images_per_s"]
     assert row["processes"] == 2 and len(row["per_process_images_per_s"]) == 2
     assert row["threads_per_process"] == max(1, torch.get_num_threads() // 2)
     assert all(r > 0 for r in row["per_process_images_per_s"]) and row["alone_images_per_s"] > 0
@@ -145,3 +146,12 @@ def test_concurrent_processes_against_one_alone():
     assert row["concurrent_vs_alone"] == pytest.approx(
         row["concurrent_images_per_s"] / row["alone_images_per_s"]
     )
+
+
+@pytest.mark.parametrize("bad", ["0", "2,x", "-1"])
+def test_concurrent_counts_are_checked_in_one_line(bad, capsys):
+    from trainrepro.bench.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--concurrent", bad, "--sections", "", "--peak-size", "0"])
+    assert f"--concurrent={bad}: give process counts >= 1" in capsys.readouterr().err

@@ -188,16 +188,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--concurrent",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also time N processes updating each of --models at once against one alone",
+        default="",
+        metavar="N[,N...]",
+        help="also time N processes updating each of --models at once against one alone, "
+        "for each N (e.g. 1,2,4,8)",
     )
     parser.add_argument("--concurrent-variant", default="fp32", choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     sections = _csv(args.sections, SECTIONS, "sections", parser)
     models = _csv(args.models, MODELS, "models", parser)
+    concurrent = _counts(args.concurrent, parser)
     variants = _csv(args.variants, VARIANTS, "variants", parser)
     pipeline_models = _csv(args.pipeline_models, MODELS, "pipeline-models", parser)
     accuracy_variants = _csv(args.accuracy_variants, VARIANTS, "accuracy-variants", parser)
@@ -274,9 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
         overrides = [*args.accuracy_overrides.split(), *dataset_overrides]
         results["accuracy"] = bench_accuracy(overrides, accuracy_variants, args.accuracy_dir)
         print_accuracy(results["accuracy"])
-    if args.concurrent > 0:
+    if concurrent:
         results["concurrent"] = bench_concurrent(
-            args.concurrent, models, args.concurrent_variant, data, timing
+            concurrent, models, args.concurrent_variant, data, timing
         )
         print_concurrent(results["concurrent"])
     meta["load_average_after"] = os.getloadavg()
@@ -287,6 +288,14 @@ def main(argv: list[str] | None = None) -> dict:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def _counts(text: str, parser: argparse.ArgumentParser) -> list[int]:
+    """``"2,4,8"`` -> [2, 4, 8]; empty: none."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not all(item.isdigit() and int(item) >= 1 for item in items):
+        parser.error(f"--concurrent={text}: give process counts >= 1, e.g. 2,4,8")
+    return [int(item) for item in items]
 
 
 if __name__ == "__main__":

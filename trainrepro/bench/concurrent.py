@@ -1,6 +1,6 @@
-"""``--concurrent N``: N processes updating the same model in the same variant at once on one
-device, against one process alone: whether running several trainings side by side gets more
-out of the device (issue 20 asks for 2x with 8 runs on one GPU).
+"""``--concurrent 2,4,8``: N processes updating the same model in the same variant at once on
+one device, against one process alone, for each N: whether running several trainings side by
+side gets more out of the device (issue 20 asks for 2x with 8 runs on one GPU).
 
 Each process is spawned (safe with CUDA), builds the model, warms up, then waits at a barrier
 so that all N time their windows together; its threads are the parent's divided by N, so the
@@ -75,26 +75,30 @@ def _images_per_s(n: int, name: str, variant: str, data: DataSplits, threads: in
     return rates
 
 
-def bench_concurrent(n: int, names: list[str], variant: str, data: DataSplits, timing) -> list:
-    """Per model: images/s of one process with all the threads, then of ``n`` at once with
-    1/n of them each; ``concurrent_vs_alone`` is the aggregate over the one."""
+def bench_concurrent(
+    counts: int | list[int], names: list[str], variant: str, data: DataSplits, timing
+) -> list:
+    """Per model: images/s of one process with all the threads, then, for each n of
+    ``counts``, of n at once with 1/n of them each; ``concurrent_vs_alone`` is the aggregate
+    over the one."""
     threads = torch.get_num_threads()
     rows = []
     for name in names:
         (alone,) = _images_per_s(1, name, variant, data, threads, timing)
-        together = _images_per_s(n, name, variant, data, max(1, threads // n), timing)
-        rows.append(
-            {
-                "model": name,
-                "variant": variant,
-                "processes": n,
-                "threads_per_process": max(1, threads // n),
-                "alone_images_per_s": alone,
-                "concurrent_images_per_s": sum(together),
-                "per_process_images_per_s": together,
-                "concurrent_vs_alone": sum(together) / alone,
-            }
-        )
+        for n in [counts] if isinstance(counts, int) else counts:
+            together = _images_per_s(n, name, variant, data, max(1, threads // n), timing)
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "processes": n,
+                    "threads_per_process": max(1, threads // n),
+                    "alone_images_per_s": alone,
+                    "concurrent_images_per_s": sum(together),
+                    "per_process_images_per_s": together,
+                    "concurrent_vs_alone": sum(together) / alone,
+                }
+            )
     return rows
 
 
