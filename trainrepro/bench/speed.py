@@ -41,6 +41,11 @@ MODELS: dict[str, tuple[dict, tuple[str, ...]]] = {
         ("model=resnet_cifar", "model.depth=20"),
     ),
     "lenet5": ({"name": "lenet5"}, ("model=lenet5",)),
+    # The SGDR paper's model (36.5M parameters): big enough to fill a GPU (issue 20's >= 50%).
+    "wrn28-10": (
+        {"name": "wrn", "depth": 28, "width": 10},
+        ("model=wrn", "model.depth=28", "model.width=10"),
+    ),
     # The quick CPU profiles' models (conf/profile/smith18_quick.yaml, radam_quick.yaml).
     "wrn10-1": (
         {"name": "wrn", "depth": 10, "width": 1},

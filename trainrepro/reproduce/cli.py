@@ -1,5 +1,5 @@
-"""``trainrepro reproduce <paper> --profile quick|full``: run a paper's runs restartably, then
-write its report (results/<paper>[-quick]/REPORT.md) and the results index.
+"""``trainrepro reproduce <paper> --profile quick|medium|full``: run a paper's runs
+restartably, then write its report (results/<paper>[-quick]/REPORT.md) and the results index.
 
     trainrepro reproduce smith18 --profile quick --dry-run     # what would run, and its state
     trainrepro reproduce radam --profile quick                  # run (or resume), then report
@@ -27,8 +27,11 @@ from trainrepro.engine import placement as placing
 from trainrepro.engine.runner import RunSpec, dry_run_lines, run_all
 from trainrepro.errors import ConfigError
 from trainrepro.reproduce.data import RUNS_CSV, results
+from trainrepro.reproduce.estimate import estimate_line
 from trainrepro.reproduce.paper import Paper, Profile
 from trainrepro.reproduce.preflight import preflight_errors
+
+PROFILES = ("quick", "medium", "full")
 
 
 def run_specs(
@@ -61,7 +64,12 @@ def parser() -> argparse.ArgumentParser:
         prog="trainrepro reproduce", description=__doc__.split("\n\n")[0].replace("``", "`")
     )
     p.add_argument("paper", choices=sorted(PAPERS), help="a declared paper")
-    p.add_argument("--profile", choices=("quick", "full"), default="full")
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="full",
+        help="quick: 2 CPU cores; medium: minutes on one GPU; full: the paper's",
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="list the runs and their state; run nothing"
     )
@@ -96,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     paper = PAPERS[args.paper]
+    if args.profile not in paper.profiles:
+        print(f"error: --profile={args.profile}: {args.paper} declares no such profile yet; "
+              f"declared: {', '.join(paper.profiles)}", file=sys.stderr)  # fmt: skip
+        return 2
     profile = paper.profiles[args.profile]
     name = paper.result_name(args.profile)
     run_root = args.runs_root or Path("runs") / name
@@ -121,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print("\n".join(dry_run_lines(specs)))
         print(f"{len(specs)} runs, {where.describe()}; then the report in {out}/REPORT.md")
+        print(estimate_line(specs, run_root, out / RUNS_CSV, where.jobs))
         return 0
     if problems:
         return 2
@@ -128,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.report_only or args.from_csv):
         start = time.monotonic()
         print(f"{len(specs)} runs, {where.describe()}" + (f"; {where.note}" if where.note else ""))
+        print(estimate_line(specs, run_root, out / RUNS_CSV, where.jobs), flush=True)
         if run_all(specs, where, args.allow_other_code):
             print("error: runs failed (see their .log); no report written", file=sys.stderr)
             return 1
