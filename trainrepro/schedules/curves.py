@@ -135,6 +135,18 @@ class SGDR(_Base):
             i += 1
         return start(i), t0 * mult**i
 
+    def cycle_ends(self, until: float) -> list[float]:
+        """The epochs, up to ``until``, at which a cycle ends: the warm restarts (T_0,
+        T_0 + T_0 T_mult, ...). Each end is the next cycle's start as ``cycle`` computes it."""
+        ends: list[float] = []
+        begin, length = self.cycle(0.0)
+        while True:
+            end, next_length = self.cycle(begin + length)
+            if end <= begin or end > until + _RESTART_TOL * max(1.0, until):
+                return ends
+            ends.append(end)
+            begin, length = end, next_length
+
     def _at(self, epoch: float) -> SchedulePoint:
         begin, length = self.cycle(epoch)
         fraction = min(max(epoch - begin, 0.0) / length, 1.0)
@@ -150,6 +162,13 @@ class Cyclic(_Base):
     mode: str
     min_momentum: float | None
     max_momentum: float | None
+
+    def cycle_ends(self, until: float) -> list[float]:
+        """The epochs, up to ``until``, at which a cycle ends: the troughs after the first
+        (``2 * half_period * k``, k >= 1), where ``_at``'s cycle number steps up."""
+        period = 2.0 * self.half_period
+        n = math.floor(until / period + _RESTART_TOL)
+        return [period * k for k in range(1, n + 1)]
 
     def _at(self, epoch: float) -> SchedulePoint:
         cycle = math.floor(1.0 + epoch / (2.0 * self.half_period))
