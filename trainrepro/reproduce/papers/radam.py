@@ -68,7 +68,7 @@ PROFILES = {
         note="GPU, 106 runs",
     ),
     # Seed by seed, so that a profile stopped early leaves whole seeds to pair. 59 runs of
-    # 2.2-2.7 min (measured in bf16), two at a time.
+    # 1.3-3.3 min (measured in bf16 on 2026-12-05, mean 1.6), two at a time.
     "quick": Profile(
         "quick",
         tuple(
@@ -84,9 +84,9 @@ PROFILES = {
         config=("profile=radam_quick",),
         jobs=2,
         threads=1,
-        note="2 CPU cores, bf16, ~72 min (estimated from the measured 2.2-2.7 min per run, two "
-        "at a time): SGD and RAdam over the lr grid × 5 seeds, Adam × 3; Adam with warmup and "
-        "Adam-2k at lr 0.1 × 3, Adam-eps × 1",
+        note="2 CPU cores, bf16, 48 min wall (measured 2026-12-05, two runs at a time, the "
+        "cores shared with other work; 1.3-3.3 min per run): SGD and RAdam over the lr grid × 5 "
+        "seeds, Adam × 3; Adam with warmup and Adam-2k at lr 0.1 × 3, Adam-eps × 1",
     ),
 }
 
