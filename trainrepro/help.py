@@ -26,6 +26,12 @@ COMMANDS = {
     "reproduce": "run a paper's declared runs, restartably, and write its report",
     "cv": "k-fold cross-validation over a grid of overrides, then train the best point",
     "bn-alpha": "pick the inference example-weighting alpha for a finished run",
+    "lr-find": "LR range test (Smith 2017): train with a rising lr, suggest lr bounds; "
+    "writes only its report",
+    "params": "trainable parameters and multiply-adds (MAdds) of the model; a comma list gives "
+    "a table; writes nothing",
+    "ensemble": "evaluate a run's weight snapshots (+callbacks=snapshots) alone and as "
+    "ensembles of the last M; writes ensemble.csv/.json",
     "help": "this page; `trainrepro help <command>` shows that command's page",
 }
 # Commands with an argument parser of their own, imported by trainrepro/cli.py only when asked
@@ -35,6 +41,9 @@ SUBCOMMANDS = {
     "reproduce": "trainrepro.reproduce.cli:main",
     "cv": "trainrepro.analysis.cv:main",
     "bn-alpha": "trainrepro.analysis.bn_alpha:main",
+    "lr-find": "trainrepro.analysis.lr_find:main",
+    "params": "trainrepro.analysis.params:main",
+    "ensemble": "trainrepro.analysis.ensemble:main",
 }
 ARGPARSE_COMMANDS = tuple(SUBCOMMANDS)
 # The keys a first run needs; their defaults are read from conf/config.yaml.

@@ -20,6 +20,7 @@ from trainrepro.engine.run import Callback, Run
 from trainrepro.errors import ConfigError
 from trainrepro.norms.batch_checks import check_batch
 from trainrepro.norms.factory import NormFactory, apply_norm_options
+from trainrepro.optim.decoupled import normalize_weight_decay
 from trainrepro.optim.factory import get_momentum
 from trainrepro.optim.update_rules import update_rule_for
 from trainrepro.schedules import Schedule
@@ -165,6 +166,21 @@ def make_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> Schedule
     )
 
 
+def make_optimizer_and_schedule(
+    cfg: DictConfig, model: torch.nn.Module, train_size: int | None = None
+) -> tuple[torch.optim.Optimizer, Schedule, str | None]:
+    """The optimizer on ``model`` and its schedule. An ``optimizer.weight_decay_norm`` (sgdw,
+    adamw) becomes the decay here, from the schedule's batch size, ``train_size`` and the
+    epochs (trainrepro.optim.decoupled); before the data is read (``train_size`` None) the
+    batch size stands in for it, which checks the keys only. Also returns the note saying
+    which decay was derived, or None."""
+    optimizer = instantiate("optimizer", cfg.optimizer, model)
+    schedule = make_schedule(cfg, optimizer)
+    n = cfg.batch_size if train_size is None else train_size
+    note = normalize_weight_decay(optimizer, epoch_batch_sizes(schedule, cfg.epochs, n), n)
+    return optimizer, schedule, note
+
+
 def make_callbacks(cfg: DictConfig, model: torch.nn.Module) -> list[Callback]:
     """One callback per entry of ``cfg.callbacks`` (name -> node), in config order."""
     nodes = cfg.get("callbacks") or {}
@@ -219,7 +235,7 @@ def check_config(cfg: DictConfig) -> tuple[torch.device, Any]:
     # The stand-in has a norm layer so that keys about norm parameters (norm_decay_target)
     # validate here too; whether the real model has one is checked on the real model below.
     stand_in = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.BatchNorm1d(1))
-    make_schedule(cfg, instantiate("optimizer", cfg.optimizer, stand_in))
+    make_optimizer_and_schedule(cfg, stand_in)
     check_init(cfg)  # +init=metainit: its keys, before the data is read
     return device, norm_layer
 
@@ -251,8 +267,11 @@ def build_run(cfg: DictConfig) -> Run:
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
     )
-    optimizer = instantiate("optimizer", cfg.optimizer, model)
-    schedule = make_schedule(cfg, optimizer)
+    optimizer, schedule, decay_note = make_optimizer_and_schedule(
+        cfg, model, len(data.train.labels)
+    )
+    if decay_note:
+        data.notes.append(decay_note)
     check_batch_sizes(schedule, cfg.epochs, len(data.train.labels), norm_layer, cfg.max_micro_batch)
     callbacks = make_callbacks(cfg, model)
 

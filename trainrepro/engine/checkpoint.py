@@ -46,11 +46,16 @@ ADDED_KEYS: dict[str, Any] = {
     "optimizer.norm_decay_target": 0.0,
     "optimizer.fused": None,  # torch's default kernels, as before the key
     "optimizer.bias_correction": "shifted",  # adam_2k before the authors' convention
+    "optimizer.decay_scale": "lr",  # adamw: torch's decay x current lr, as before the key
+    "optimizer.weight_decay_norm": None,  # adamw: weight_decay as given
     "schedule.scale_lr_with_batch": False,
     "schedule.reference_batch": 256,
     "dataset.folds": None,
     "dataset.fold": None,
     "dataset.test_size": None,
+    "model.projection": "linear",  # mobilenetv2, Fig. 6a ablation
+    # mobilenetv2's Fig. 6b ablation (resnet_cifar's model.shortcut was always stored)
+    "model.shortcut": "bottleneck",
 }
 
 

@@ -2,13 +2,16 @@
 
 Every builder takes the model as its one positional argument and wraps torch's own
 implementation (default ``foreach``), except ``radam`` and ``adam_2k``, which build our
-implementations of Liu et al. (2020) in ``trainrepro.optim.adaptive``. ``weight_decay`` means an L2
-term added to the gradient (``g += wd * p``, "coupled") for every option except ``adamw``,
-where it is decoupled from the gradient (Loshchilov & Hutter 2019, "Decoupled Weight Decay
-Regularization": ``p -= lr * wd * p``); ``adam``, ``adam_eps``, ``adam_2k``, ``radam`` and
-``nadam`` can switch to decoupled decay with ``decoupled_weight_decay``. ``sgd``, ``adam`` (and
-``adam_warmup``) and ``adamw`` take ``norm_decay_target``: norm scales decay towards it, e.g. 1
-(trainrepro/optim/norm_decay.py); the other builders do not accept the key.
+implementations of Liu et al. (2020) in ``trainrepro.optim.adaptive``, and ``sgdw``, ours
+(``trainrepro.optim.decoupled``). ``weight_decay`` means an L2 term added to the gradient
+(``g += wd * p``, "coupled") for every option except ``adamw`` and ``sgdw``, where it is
+decoupled from the gradient (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization":
+``p -= lr * wd * p``, or with ``decay_scale=schedule`` the paper's ``p -= lr/base_lr * wd * p``,
+sgdw's default; trainrepro/optim/decoupled.py); ``adam``, ``adam_eps``, ``adam_2k``, ``radam``
+and ``nadam`` can switch to torch's decoupled decay with ``decoupled_weight_decay``. ``sgd``,
+``sgdw``, ``adam`` (and ``adam_warmup``) and ``adamw`` take ``norm_decay_target``: norm scales
+decay towards it, e.g. 1 (trainrepro/optim/norm_decay.py); the other builders do not accept
+the key.
 
 A builder is one ``@option`` entry (trainrepro/optim/params.py): what it constructs, its config
 keys in signature order with their defaults (which conf/optimizer/<name>.yaml repeats), and the
@@ -36,6 +39,12 @@ from torch import nn
 from trainrepro.config import check_kwargs
 from trainrepro.errors import ConfigError, check_number
 from trainrepro.optim.adaptive import RHO_THRESHOLD, RAdam, adam_2k, rho_inf
+from trainrepro.optim.decoupled import (
+    decay_scale,
+    sgdw,
+    weight_decay_norm,
+    with_decoupled_decay,
+)
 from trainrepro.optim.large_batch import lamb, lars
 from trainrepro.optim.norm_decay import attach_decay_target
 from trainrepro.optim.params import (
@@ -124,18 +133,33 @@ def adam_eps() -> None:
     which bounds the adaptive rate by 1/eps and so reduces its variance."""
 
 
+ADAMW_WEIGHT_DECAY = 0.01  # torch's default
+
+
 @option(
-    _decay_target(torch.optim.AdamW, decoupled=True),
-    {**ADAM_KEYS, "weight_decay": 0.01, "amsgrad": False, **NORM_TARGET_KEYS, **FUSED},
+    with_decoupled_decay(torch.optim.AdamW),
+    {
+        **ADAM_KEYS,
+        "weight_decay": ADAMW_WEIGHT_DECAY,
+        "decay_scale": "lr",
+        "weight_decay_norm": None,
+        "amsgrad": False,
+        **NORM_TARGET_KEYS,
+        **FUSED,
+    },
+    decay_scale=decay_scale,
+    weight_decay_norm=weight_decay_norm(ADAMW_WEIGHT_DECAY),
     amsgrad=flag,
     fused=_fused,
 )
 def adamw() -> None:
-    """Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), torch's AdamW.
 
-    torch multiplies the decay by the current lr: ``p -= lr * weight_decay * p`` before the
-    Adam step. The paper's decay ``eta_t * lambda`` uses the schedule multiplier ``eta_t``
-    only, so the paper's ``lambda`` equals ``lr * weight_decay`` at the base lr here.
+    ``decay_scale=lr`` (default): torch's form, ``p -= lr_t * weight_decay * p`` before the
+    Adam step, so the paper's ``lambda`` equals ``lr * weight_decay`` at the base lr.
+    ``decay_scale=schedule``: the paper's Algorithm 2, ``p -= eta_t * weight_decay * p`` with
+    ``eta_t = lr_t / lr``, run as torch's AdamW with ``weight_decay / lr``
+    (trainrepro/optim/decoupled.py).
     """
 
 
@@ -220,6 +244,7 @@ def adamax() -> None:
 OptimizerBuilder = Callable[..., torch.optim.Optimizer]
 OPTIMIZERS: dict[str, OptimizerBuilder] = {
     "sgd": sgd,
+    "sgdw": sgdw,  # SGD with decoupled weight decay; in decoupled.py
     "adam": adam,
     "adam_eps": adam_eps,  # Liu et al. 2020: Adam with eps 1e-4; Adam-2k is in adaptive.py
     "adam_2k": adam_2k,
