@@ -250,7 +250,11 @@ def test_negative_control_resume_without_state_differs(
 TINY_CLI = [o for o in TINY if not o.startswith("epochs")] + ["epochs=1"]
 GH = "+callbacks=grad_hist"
 BAD_INPUTS = {
-    "unknown option": (["+callbacks=nope"], "callbacks=nope", "valid: agc, clip_norm, grad_hist"),
+    "unknown option": (
+        ["+callbacks=nope"],
+        "callbacks=nope",
+        "valid: agc, clip_norm, grad_hist, snapshots",
+    ),
     "unknown option in a list": (["+callbacks=[grad_hist,nope]"], "callbacks=nope", "valid:"),
     "unknown key": ([GH, "+callbacks.grad_hist.bin=5"], "callbacks.grad_hist.bin", "valid:"),
     "zero updates": (

@@ -191,6 +191,29 @@ def test_an_optimizer_update_reads_nothing_back(name, kwargs, device):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["agc", "clip_norm"])
+def test_a_clipping_callback_counts_on_the_device_and_reads_at_the_epoch_end(name, device):
+    """AGC and global-norm clipping count what they clip on the device; the count is read
+    once, at the epoch's end (the metrics row) or a checkpoint (state_dict)."""
+    from trainrepro.instruments.clipping import agc, clip_norm
+
+    model = tiny_model().to(device)
+    callback = agc(model, clipping=1e-4) if name == "agc" else clip_norm(model, max_norm=1e-4)
+    with HostReads() as reads:
+        for _ in range(5):
+            model.zero_grad(set_to_none=True)
+            x, y = batch(device)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            callback.after_backward(None, 1)
+    assert not reads.sites, f"host reads per 5 updates: {dict(reads.sites)}"
+    state = callback.state_dict()
+    assert isinstance(state["clipped"], int) and state["clipped"] > 0  # everything was clipped
+    row: dict = {}
+    callback.end_epoch(None, 1, row)
+    assert 0 < next(iter(row.values())) <= 1
+
+
 # ------------------------------------------------------------------ (b) the trainer's update
 
 # lenet5 on 1024 synthetic images, batch 32: 32 updates in the epoch; runs stop after N and 2N.

@@ -15,6 +15,8 @@ layer", Sec. 4.1): by default the parameters of the model's last ``nn.Linear`` a
 Both run at ``after_backward``, on the whole batch's unscaled gradients before the optimizer
 step, so weight decay (inside the step) is not clipped, as in timm's training script. Each adds
 a metrics.csv column per epoch: the fraction of units (AGC) or of updates (global norm) clipped.
+The counts stay on the gradients' device until the epoch's end (or a checkpoint): a read per
+update would make the host wait for the GPU at every step (issue 20).
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def adaptive_clip_(
     params: list[nn.Parameter], clipping: float, eps: float = 1e-3
-) -> tuple[int, int]:
-    """Clip the gradients of ``params`` in place by AGC; return (units clipped, units)."""
-    clipped = total = 0
+) -> tuple[torch.Tensor | int, int]:
+    """Clip the gradients of ``params`` in place by AGC; return (units clipped, a tensor on
+    the gradients' device, or 0 when nothing had a gradient; units)."""
+    clipped: torch.Tensor | int = 0
+    total = 0
     for p in params:
         if p.grad is None:
             continue
@@ -55,7 +59,7 @@ def adaptive_clip_(
         g_norm = unitwise_norm(g)
         trigger = g_norm > max_norm
         g.mul_(torch.where(trigger, max_norm / g_norm.clamp(min=GRAD_NORM_FLOOR), 1.0))
-        clipped += int(trigger.sum())
+        clipped = clipped + trigger.sum()  # no read: summed on the device
         total += trigger.numel()
     return clipped, total
 
@@ -87,15 +91,15 @@ class _CountingClip(Callback):
     column = ""
 
     def __init__(self) -> None:
-        self.clipped = 0
+        self.clipped: torch.Tensor | int = 0  # a device tensor once anything was counted
         self.total = 0
 
     def end_epoch(self, run: Run, epoch: int, row: dict[str, Any]) -> None:
-        row[self.column] = self.clipped / self.total if self.total else 0.0
+        row[self.column] = int(self.clipped) / self.total if self.total else 0.0  # epoch end
         self.clipped = self.total = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"clipped": self.clipped, "total": self.total}
+        return {"clipped": int(self.clipped), "total": self.total}  # at a checkpoint only
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.clipped, self.total = int(state["clipped"]), int(state["total"])
@@ -112,7 +116,7 @@ class AdaptiveGradClip(_CountingClip):
 
     def after_backward(self, run: Run, update: int) -> None:
         clipped, total = adaptive_clip_(self.params, self.clipping, self.eps)
-        self.clipped += clipped
+        self.clipped = self.clipped + clipped
         self.total += total
 
 
@@ -128,7 +132,7 @@ class GlobalNormClip(_CountingClip):
 
     def after_backward(self, run: Run, update: int) -> None:
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
-        self.clipped += int(norm > self.max_norm)
+        self.clipped = self.clipped + (norm > self.max_norm).long()  # no read: on the device
         self.total += 1
 
 
