@@ -266,10 +266,12 @@ def _train_epoch(
         correct += (logits.argmax(1) == y).sum()
         if progress.updates == stop_after_update:
             stop.request()
-        if world.active and distributed.any_rank(bool(stop))[0] and not stop:
-            stop.request()  # another rank got the signal: every rank stops at this update
         due = every is not None and progress.updates % every == 0 and i + 1 < n_steps
-        if stop or due or (i + 1) % SYNC_EVERY == 0 or i + 1 == n_steps:
+        synced = due or (i + 1) % SYNC_EVERY == 0 or i + 1 == n_steps
+        # torchrun: the ranks agree on a stop at sync points, not by a read per update
+        if world.active and synced and distributed.any_rank(bool(stop))[0] and not stop:
+            stop.request()  # another rank got the signal: every rank stops here
+        if (stop and not world.active) or synced:
             _totals(progress, loss_sum, correct)  # the sync point: two reads
             clock.tick(progress.updates)
             mean_loss = progress.loss_sum / progress.seen
