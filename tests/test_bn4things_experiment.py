@@ -194,12 +194,21 @@ def test_seeds_pair_and_single_runs_are_inconclusive(tmp_path):
     assert "| ghost BN | ghost16 | 1 |" in text and "+0.84, CIFAR-100 (survey of the paper)" in text
 
 
-def test_the_committed_quick_report_is_inconclusive_at_three_seeds_and_fewer():
-    """Pinned from results/bn4things-quick (seeds 0-2 of the 5 declared)."""
+def test_the_committed_quick_report_keeps_its_verdicts_at_five_seeds():
+    """Pinned from results/bn4things-quick (all 50 runs, 5 seeds per setting, re-run on
+    2026-12-05): example weighting's test gain passes; every other effect is under a point and
+    its interval straddles the threshold, so it stays inconclusive."""
     saved = json.loads((REPO / "results" / "bn4things-quick" / "verdicts.json").read_text())
-    claims = {c["key"]: (c["status"], round(c["mean"], 2), c["n"]) for c in saved["claims"]}
-    assert claims == {
-        "ew_test": (INCONCLUSIVE, -0.11, 3), "ghost_bn": (INCONCLUSIVE, -0.47, 1),
-        "wd_gamma_beta": (INCONCLUSIVE, 0.27, 3), "wd_gamma_target": (INCONCLUSIVE, -0.46, 3),
-        "combined": (INCONCLUSIVE, 0.32, 3), "bgn_small_batch": (INCONCLUSIVE, -0.33, 1),
+    claims = {
+        c["key"]: (c["status"], round(c["mean"], 2), round(c["low"], 2), round(c["high"], 2),
+                   c["n"])
+        for c in saved["claims"]
     }  # fmt: skip
+    assert claims == {
+        "ew_test": ("pass", 0.74, 0.21, 1.27, 5),
+        "ghost_bn": (INCONCLUSIVE, -0.23, -1.45, 1.0, 5),
+        "wd_gamma_beta": (INCONCLUSIVE, -0.27, -0.98, 0.44, 5),
+        "wd_gamma_target": (INCONCLUSIVE, 0.39, -0.52, 1.3, 5),
+        "combined": (INCONCLUSIVE, 0.47, -0.63, 1.57, 5),
+        "bgn_small_batch": (INCONCLUSIVE, -1.02, -2.45, 0.41, 5),
+    }
