@@ -51,7 +51,7 @@ export TRAINREPRO_DATA=${TRAINREPRO_DATA:-}
 DATA_ARGS=()
 [ -n "$TRAINREPRO_DATA" ] && DATA_ARGS=(--data "$TRAINREPRO_DATA")
 
-step environment 60 "$PY" - <<'EOF'
+step environment 30 "$PY" - <<'EOF'
 import json, os, platform, subprocess, sys
 import torch
 info = {
@@ -69,7 +69,8 @@ except (OSError, subprocess.TimeoutExpired) as e:
 print(json.dumps(info, indent=2))
 EOF
 
-# Time limits sum to 9 minutes, under the device tool's 10 per command; the usual total is ~7.
+# Time limits sum to 560 s, under the device tool's 600 s per command; svrg's medium profile
+# is estimated at ~2 min (conf/profile/svrg_medium.yaml), the rest usually end early.
 if [ "$SMOKE" = 1 ]; then
     BENCH=(--models lenet5 --variants fp32,bf16 --windows 2 --steps 2 --peak-size 256
            --sections variants,trainer --train-size 256)
@@ -82,18 +83,18 @@ else
                 --concurrent 1,2,4,8 --concurrent-variant bf16+cl)
     TESTS=(-m cuda tests/test_cuda_paths.py tests/test_host_sync.py tests/test_optim_kernels.py)
 fi
-step bench 200 "$PY" -m trainrepro.bench --device "$DEVICE" "${BENCH[@]}" "${DATA_ARGS[@]}" \
+step bench 170 "$PY" -m trainrepro.bench --device "$DEVICE" "${BENCH[@]}" "${DATA_ARGS[@]}" \
     --out "$OUT/bench.json"
-step concurrency 90 "$PY" -m trainrepro.bench --device "$DEVICE" "${CONCURRENT[@]}" \
+step concurrency 80 "$PY" -m trainrepro.bench --device "$DEVICE" "${CONCURRENT[@]}" \
     "${DATA_ARGS[@]}" --out "$OUT/concurrency.json"
-step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml" \
+step cuda_tests 100 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml" \
     "${TESTS[@]}"
 
 # One medium profile end to end, when the paper declares one (issue 20, ask 5).
 PAPER=${GPU_CHECK_PAPER:-svrg}
 if [ "$SMOKE" != 1 ] && "$PY" -c "import sys; from trainrepro.reproduce.papers import PAPERS
 sys.exit('medium' not in PAPERS['$PAPER'].profiles)"; then
-    step "medium_$PAPER" 150 "$PY" -m trainrepro reproduce "$PAPER" --profile medium --gpus 0 \
+    step "medium_$PAPER" 180 "$PY" -m trainrepro reproduce "$PAPER" --profile medium --gpus 0 \
         --jobs-per-gpu 8 --runs-root "$OUT/runs/$PAPER-medium" --out "$OUT/$PAPER-medium"
 else
     printf 'medium_profile\tnot run\t0\n' >> "$STEPS"

@@ -17,7 +17,6 @@ from support import CONF_DIR
 from support import cli as run
 
 from trainrepro.config import groups, options
-
 from trainrepro.help import COMMANDS as DECLARED
 from trainrepro.help import SUBCOMMANDS
 

@@ -179,6 +179,25 @@ def test_cyclic_triangular2_halves_amplitude() -> None:
     assert lr_at(s, 16) == pytest.approx(0.02)
 
 
+def test_cyclic_exp_range_scales_amplitude_by_gamma_per_update() -> None:
+    # Smith (2017), Sec. 3.1: lr = base + (max - base) * max(0, 1 - x) * gamma^iteration.
+    s = sched("cyclic", min_lr=0.02, half_period=4, mode="exp_range", gamma=0.99)
+    assert s(0, 0).lr == pytest.approx(0.02)
+    assert s(4, 40).lr == pytest.approx(0.02 + 0.08 * 0.99**40)  # first peak
+    assert s(2, 20).lr == pytest.approx(0.02 + 0.08 * 0.5 * 0.99**20)
+    assert s(12, 120).lr == pytest.approx(0.02 + 0.08 * 0.99**120)  # second peak
+    assert s(8, 80).lr == pytest.approx(0.02)  # troughs stay at base
+    # A pure function of (epoch, step): the same point in any order, and the step counts.
+    assert s(4, 40) == s(4, 40)
+    assert s(4, 400).lr == pytest.approx(0.02 + 0.08 * 0.99**400)
+    # gamma 1 is triangular.
+    one = sched("cyclic", min_lr=0.02, half_period=4, mode="exp_range", gamma=1.0)
+    tri = sched("cyclic", min_lr=0.02, half_period=4)
+    assert [one(e, 10 * e).lr for e in (0, 2, 4, 6, 12)] == pytest.approx(
+        [tri(e, 10 * e).lr for e in (0, 2, 4, 6, 12)]
+    )
+
+
 def test_warmup_by_epochs() -> None:
     s = sched("cosine", warmup_epochs=5, warmup_start_factor=0.1)
     inner = sched("cosine")
@@ -248,7 +267,10 @@ def test_momentum_none_passes_through() -> None:
         ("sgdr", {"min_lr": 1.0}, "schedule.min_lr"),
         ("cyclic", {"min_lr": 0.2}, "schedule.min_lr"),
         ("cyclic", {"half_period": 0}, "schedule.half_period"),
-        ("cyclic", {"mode": "exp_range"}, "schedule.mode"),
+        ("cyclic", {"mode": "exp"}, "schedule.mode"),
+        ("cyclic", {"mode": "exp_range", "gamma": 0.0}, "schedule.gamma"),
+        ("cyclic", {"mode": "exp_range", "gamma": 1.01}, "schedule.gamma"),
+        ("cyclic", {"gamma": 0.999}, "schedule.gamma"),  # triangular does not read it
         ("cyclic", {"min_momentum": 0.85}, "schedule.max_momentum"),
         ("cyclic", {"max_momentum": 0.95}, "schedule.min_momentum"),
         ("cyclic", {"min_momentum": 0.95, "max_momentum": 0.85}, "schedule.min_momentum"),

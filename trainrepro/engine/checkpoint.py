@@ -50,6 +50,7 @@ ADDED_KEYS: dict[str, Any] = {
     "optimizer.weight_decay_norm": None,  # adamw: weight_decay as given
     "schedule.scale_lr_with_batch": False,
     "schedule.reference_batch": 256,
+    "schedule.gamma": 1.0,  # cyclic's exp_range factor (exponential's gamma was always stored)
     "dataset.folds": None,
     "dataset.fold": None,
     "dataset.test_size": None,

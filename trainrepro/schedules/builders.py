@@ -223,16 +223,22 @@ def cyclic(
     mode: str = "triangular",
     min_momentum: float | None = None,
     max_momentum: float | None = None,
+    gamma: float = 1.0,
 ) -> Schedule:
     """Cyclical learning rates (Smith 2017) between ``min_lr`` and the configured lr.
 
     ``min_lr: None`` means lr/4, the paper's rule of thumb (base lr 3-4x below the max).
     ``min_momentum``/``max_momentum`` cycle momentum inversely to lr (Smith 2018).
+    ``gamma``: exp_range's amplitude factor per update, in (0, 1]; only that mode reads it.
     """
     min_lr = runtime.lr / 4.0 if min_lr is None else _check_min_lr(min_lr, runtime.lr)
     half_period = check_number("schedule.half_period", half_period, 0.0, low_open=True)
     if mode not in CYCLIC_MODES:
         raise ConfigError("schedule.mode", mode, f"unknown; valid: {', '.join(CYCLIC_MODES)}")
+    gamma = check_number("schedule.gamma", gamma, 0.0, 1.0, low_open=True)
+    if gamma != 1.0 and mode != "exp_range":
+        # Silently ignored otherwise: a sweep over gamma would run one schedule many times.
+        raise ConfigError("schedule.gamma", gamma, f"only mode exp_range reads it (mode: {mode})")
     if (min_momentum is None) != (max_momentum is None):
         key = "schedule.min_momentum" if min_momentum is None else "schedule.max_momentum"
         raise ConfigError(key, None, "set both min_momentum and max_momentum, or neither")
@@ -254,6 +260,7 @@ def cyclic(
         mode=mode,
         min_momentum=min_momentum,
         max_momentum=max_momentum,
+        gamma=gamma,
     )
 
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 
 STEP_MODES = ("decay_lr", "increase_batch", "hybrid")
-CYCLIC_MODES = ("triangular", "triangular2")
+CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
 @dataclass(frozen=True)
@@ -155,13 +155,23 @@ class SGDR(_Base):
 
 @dataclass(frozen=True)
 class Cyclic(_Base):
-    """Triangular cyclical lr (Smith 2017), starting at the trough; optional inverse momentum."""
+    """Triangular cyclical lr (Smith 2017), starting at the trough; optional inverse momentum.
+
+    The amplitude is constant (triangular), halves each cycle (triangular2), or is scaled by
+    ``gamma**step`` (exp_range, the paper's Sec. 3.1: step = updates done, from 0).
+    """
 
     min_lr: float
     half_period: float
     mode: str
     min_momentum: float | None
     max_momentum: float | None
+    gamma: float = 1.0
+
+    def __call__(self, epoch: float, step: int) -> SchedulePoint:
+        if epoch < 0 or step < 0:
+            raise ValueError(f"schedule called at epoch={epoch}, step={step}; both must be >= 0")
+        return self._at(epoch, step)
 
     def cycle_ends(self, until: float) -> list[float]:
         """The epochs, up to ``until``, at which a cycle ends: the troughs after the first
@@ -170,12 +180,15 @@ class Cyclic(_Base):
         n = math.floor(until / period + _RESTART_TOL)
         return [period * k for k in range(1, n + 1)]
 
-    def _at(self, epoch: float) -> SchedulePoint:
+    def _at(self, epoch: float, step: int = 0) -> SchedulePoint:
         cycle = math.floor(1.0 + epoch / (2.0 * self.half_period))
         x = abs(epoch / self.half_period - 2.0 * cycle + 1.0)
         height = max(0.0, 1.0 - x)
         if self.mode == "triangular2":
             height /= 2.0 ** (cycle - 1)
+        elif self.mode == "exp_range":
+            # By updates, not epochs, as the paper's gamma^iteration: a pure function of step.
+            height *= self.gamma**step
         lr = self.min_lr + (self.lr - self.min_lr) * height
         momentum = self.momentum
         if self.min_momentum is not None and self.max_momentum is not None:

@@ -4,7 +4,19 @@ Each module imports the reproduce types and whatever layer below it measures wit
 from __future__ import annotations
 
 from trainrepro.reproduce.paper import Paper
-from trainrepro.reproduce.papers import bn4things, gn, largebatch, nfnet, radam, smith18, svrg
+from trainrepro.reproduce.papers import (
+    adamw,
+    bn4things,
+    clr,
+    gn,
+    largebatch,
+    mobilenetv2,
+    nfnet,
+    radam,
+    sgdr,
+    smith18,
+    svrg,
+)
 
 PAPERS: dict[str, Paper] = {
     p.name: p
@@ -16,5 +28,9 @@ PAPERS: dict[str, Paper] = {
         svrg.PAPER,
         gn.PAPER,
         bn4things.PAPER,
+        sgdr.PAPER,
+        adamw.PAPER,
+        clr.PAPER,
+        mobilenetv2.PAPER,
     )  # fmt: skip
 }

@@ -74,6 +74,22 @@ PROFILES = {
         "seeds of every setting) and bn-alpha on the 10 baseline and combined runs",
     ),
 }
+# The quick profile's runs (5 seeds of the same 10 settings) at the full profile's model on all
+# 50,000 CIFAR-10 images for 2 epochs.
+PROFILES["medium"] = Profile(
+    "medium",
+    PROFILES["quick"].runs,
+    config=("profile=bn4things_medium",),
+    jobs=8,
+    threads=2,
+    note="one GPU, 8 runs at a time, CIFAR-10 (CIFAR-100 is on none of the project's "
+    "machines), ~7.8 min and bn-alpha (an estimate from issue 20's H200 measurement and an "
+    "assumed upper bound of 1,500 updates/s a run at batch 2, not measured: 50 runs × 2 "
+    "epochs × 45,000 = 4,500,000 training images, 900,000 updates at batch ≤ 32; "
+    "conf/profile/bn4things_medium.yaml): ResNet-20, 45,000 + 5,000 validation images, fp32, "
+    "2 epochs; 50 runs (5 seeds of every setting) and bn-alpha on the 10 baseline and combined "
+    "runs",
+)
 
 SETTING = (
     "Summers & Dinneen report CIFAR-100 (with SVHN, Caltech-256, Flowers-102, CUB-2011 and "
@@ -87,7 +103,10 @@ SETTING = (
     "parameters), 4,500 training and 500 validation images, all 10,000 test images, 8 epochs, "
     "fp32 on CPU, test accuracies about 44% at B = 128 and 37% at B = 2. One validation "
     "image is 0.2 points, so what is picked on validation is picked on a coarse, noisy split; "
-    "5 seeds per setting, as the effects the paper reports are under a point"
+    "5 seeds per setting, as the effects the paper reports are under a point. The medium "
+    "profile: the quick profile's runs and CIFAR-10, with the full profile's ResNet-20 on all "
+    "50,000 training images (5,000 of them for validation: one image is 0.02 points), 2 "
+    "epochs (steps at 1 and 1.5), fp32 on one GPU"
 )
 
 NUMBERS = (
@@ -238,7 +257,7 @@ PAPER = Paper(
     name="bn4things",
     title="Summers & Dinneen 2020 (Four Things about BN)",
     citation='Summers & Dinneen, "Four Things Everyone Should Know to Improve Batch '
-    'Normalization", ICLR 2020 (arXiv:1906.03548); CIFAR-100 (full), CIFAR-10 (quick)',
+    'Normalization", ICLR 2020 (arXiv:1906.03548); CIFAR-100 (full), CIFAR-10 (quick, medium)',
     profiles=PROFILES,
     numbers=NUMBERS,
     claims=CLAIMS,

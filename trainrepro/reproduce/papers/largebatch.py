@@ -32,9 +32,14 @@ LABELS = {
     "lamb": "LAMB, scaling + warmup",
 }
 SCALED = ("sgd_scaled", "nesterov", "lars", "lamb")
-BATCHES = {"full": (128, 256, 512, 1024, 2048, 4096, 8192), "quick": (32, 256, 2048)}
-REFERENCE = {"full": 128, "quick": 32}  # the batch at which optimizer.lr was chosen
+BATCHES = {
+    "full": (128, 256, 512, 1024, 2048, 4096, 8192),
+    "medium": (128, 1024, 8192),  # the full profile's 1x, 8x, 64x, as quick's 32, 256, 2048
+    "quick": (32, 256, 2048),
+}
+REFERENCE = {"full": 128, "medium": 128, "quick": 32}  # the batch at which optimizer.lr was chosen
 QUICK_WARMUP = 1  # epochs (full: the presets' 5)
+SHORT_WARMUP = {"quick": QUICK_WARMUP, "medium": 1}  # medium: 1 of 4 epochs (5 would never end)
 SEEDS = (0, 1, 2)  # of every compared cell
 LANDSCAPE_FILE = "landscape.json"  # the landscape figure's numbers, kept beside runs.csv
 
@@ -63,8 +68,8 @@ def _run(preset: str, batch: int, profile: str, seed: int) -> Run:
     overrides = [f"batch_size={batch}"]
     if preset in SCALED:  # Goyal et al.'s warmup starts at the unscaled lr
         overrides.append(f"schedule.warmup_start_factor={REFERENCE[profile] / batch:g}")
-        if profile == "quick":
-            overrides.append(f"schedule.warmup_epochs={QUICK_WARMUP}")
+        if profile in SHORT_WARMUP:
+            overrides.append(f"schedule.warmup_epochs={SHORT_WARMUP[profile]}")
     return Run(f"{preset}/b{batch}/seed{seed}", preset, seed, tuple(overrides))
 
 
@@ -77,6 +82,7 @@ def _runs(profile: str, plan: dict[str, tuple[int, ...]]) -> tuple[Run, ...]:
 
 
 _QUICK_PLAN = {"sgd": (32, 256, 2048), **{p: (256, 2048) for p in SCALED}}
+_MEDIUM_PLAN = {"sgd": (128, 1024, 8192), **{p: (1024, 8192) for p in SCALED}}
 PROFILES = {
     "full": Profile(
         "full",
@@ -94,6 +100,17 @@ PROFILES = {
         note="2 CPU cores, bf16: SGD at batch 32, 256, 2048; scaled SGD, Nesterov, LARS, LAMB "
         "at 256 and 2048 (ResNet-8, 10k images, 10 epochs), every cell at seeds 0-2: 33 runs, "
         "20 min wall measured 2026-12-04 (1,193 s for the 33 runs)",
+    ),
+    "medium": Profile(
+        "medium",
+        _runs("medium", _MEDIUM_PLAN),
+        config=("profile=largebatch_medium",),
+        jobs=8,
+        threads=2,
+        note="one GPU, fp32, estimated ~7 min with 8 runs at a time (from issue 20's H200 "
+        "measurement, not a measured time): SGD at batch 128, 1024, 8192; scaled SGD, "
+        "Nesterov, LARS, LAMB at 1024 and 8192 (ResNet-20, all 50,000 images, 4 epochs, a "
+        "1-epoch warmup), every cell at seeds 0-2: 33 runs",
     ),
 }
 

@@ -73,6 +73,8 @@ FULL_GRID = {128: (0.05, 0.1, 0.2, 0.4, 0.8, 1.6), 4096: (0.8, 1.6, 3.2, 6.4, 12
 QUICK_SMALL, QUICK_LARGE = 128, 512  # conf/profile/nfnet_quick.yaml explains 512
 QUICK_GRID = (0.4, 1.6, 6.4)  # 1x, 4x, 16x the linearly scaled 0.1 * 512 / 128
 QUICK_PRESETS = ("bn_resnet", "plain_resnet", "nf_resnet", "nf_resnet_agc")
+MEDIUM_LARGE = 4096  # medium: the full profile's batches, 128 and 4096, on all 50,000 images
+MEDIUM_GRID = (0.8, 3.2, 12.8)  # 1/4x, 1x, 4x the linearly scaled 0.1 * 4096 / 128; in FULL_GRID
 NF = ("nf_resnet", "nf_resnet_agc")  # compared at every batch and lr
 SMALL_COMPARED = ("bn_resnet", *NF)  # compared at the small batch, lr 0.1
 
@@ -109,6 +111,20 @@ PROFILES = {
         "NF-ResNet (+AGC) at batch 128 (lr 0.1) and 512 (lr 0.4, 1.6, 6.4), the compared cells "
         "at seeds 0-2 (40 runs: 13 min wall measured 2026-12-04 beside a test run on the same "
         "cores); AGC's λ 0.01, 0.04, 0.16 at batch 128",
+    ),
+    "medium": Profile(
+        "medium",
+        _cells(QUICK_SMALL, 0.1, QUICK_PRESETS, SMALL_COMPARED)  # launch bound: longest first
+        + _sweep(QUICK_SMALL)
+        + tuple(r for lr in MEDIUM_GRID for r in _cells(MEDIUM_LARGE, lr, QUICK_PRESETS, NF)),
+        config=("profile=nfnet_medium",),
+        jobs=8,
+        threads=2,
+        note="one GPU, fp32, estimated ~7 min with 8 runs at a time (from issue 20's H200 "
+        "measurement, not a measured time): ResNet-20 on all 50,000 images, 4 epochs (1 of "
+        "warmup); BN-, unnormalized and NF-ResNet (+AGC) at batch 128 (lr 0.1) and 4096 (lr 0.8, "
+        "3.2, 12.8), the compared cells at seeds 0-2 (40 runs); AGC's λ 0.01, 0.04, 0.16 at "
+        "batch 128",
     ),
 }
 
@@ -231,7 +247,7 @@ def _diff(res: Results, a: str, b: str, what: str) -> Measurement | Verdict:
     seeds, by = _paired(s, a, b)
     if not seeds:
         return Verdict(NOT_RUN, f"no seed with {LABELS[a]} and {LABELS[b]} at the small batch, "
-                       "lr 0.1: the quick and full profiles declare them at seeds 0-2")  # fmt: skip
+                       "lr 0.1: every profile declares them at seeds 0-2")  # fmt: skip
     batch = int(s["batch"].iloc[0])
     values = tuple(by[a][k] - by[b][k] for k in seeds)
     mean = {c: float(np.mean([by[c][k] for k in seeds])) for c in (a, b)}
@@ -275,7 +291,7 @@ def measure_agc_threshold(res: Results) -> Measurement | Verdict:
     have = ", ".join(f"{c:g}" for c in sorted(set(sweep["clip"].round(6)))) or "none"
     if not values:
         return Verdict(NOT_RUN, f"the λ sweep ({', '.join(f'{c:g}' for c in clips)} at the small "
-                       "batch, lr 0.1, seeds 0-2) is declared in the quick and full profiles and "
+                       "batch, lr 0.1, seeds 0-2) is declared in every profile and "
                        f"not run yet: these runs hold λ {have}")  # fmt: skip
     means = sweep[sweep["seed"].isin(seeds)].groupby("clip")
     detail = (
@@ -312,6 +328,7 @@ def measure_agc_stability(res: Results) -> Measurement | Verdict:
 
 
 UNIT = "points"
+EVERY = ("quick", "medium", "full")  # the profiles whose runs decide each claim below
 CLAIMS = (
     Claim(
         "signal_propagation",
@@ -321,6 +338,7 @@ CLAIMS = (
                "last over first residual block, without normalization (2 = 100x)",
                math.log10(GROWS), ">", "decades"),  # fmt: skip
         measure_spp_growth,
+        profiles=EVERY,
     ),
     Claim(
         "signal_propagation_bounded",
@@ -331,6 +349,7 @@ CLAIMS = (
                "(1 = ten times the unit-variance input)", math.log10(BOUNDED), "<",
                "decades"),  # fmt: skip
         measure_spp_bounded,
+        profiles=EVERY,
     ),
     Claim(
         "nf_matches_bn",
@@ -340,6 +359,7 @@ CLAIMS = (
                f"lr 0.1 (at most {MATCH_POINTS:g} points below: non-inferiority)", -MATCH_POINTS,
                ">", UNIT),  # fmt: skip
         measure_nf_matches_bn,
+        profiles=EVERY,
     ),
     Claim(
         "agc_small_batch",
@@ -350,6 +370,7 @@ CLAIMS = (
                f"the small batch, lr 0.1 (no difference: within ±{AGC_MARGIN:g} points)",
                AGC_MARGIN, "within", UNIT),  # fmt: skip
         measure_agc_small_batch,
+        profiles=EVERY,
     ),
     Claim(
         "agc_threshold",
@@ -360,6 +381,7 @@ CLAIMS = (
                f"±{SLOPE_MARGIN:g} is {4 * SLOPE_MARGIN:g} points over the sweep)",
                SLOPE_MARGIN, "within", "points per doubling"),  # fmt: skip
         measure_agc_threshold,
+        profiles=EVERY,
     ),
     Claim(
         "agc_stability",
@@ -369,6 +391,7 @@ CLAIMS = (
                "is stable (completed, final train loss < ln 10) minus the number without AGC",
                0.0, ">", "lrs"),  # fmt: skip
         measure_agc_stability,
+        profiles=EVERY,
     ),
 )
 

@@ -118,6 +118,8 @@ def plot_curves(res: Results, prefix, settings: tuple[str, ...]) -> object:
     setting; without a selection (no validation losses), every test/val run, thin."""
     chosen = res.extras.get("selected", {})
     present = set(res.df["setting"])
+    if not present & set(settings):  # the medium profile runs no LeNet: no empty panel
+        return None
     shown = [s for s in settings if s in present] or list(settings[:1])
     fig = MplFigure(figsize=(5 * len(shown), 3.8), layout="constrained")
     axes = fig.subplots(1, len(shown), squeeze=False)[0]
