@@ -40,6 +40,11 @@ SMALL = {
     ("schedule", "step"): ("schedule.milestones=[0.5]",),
     ("schedule", "sgdr"): ("schedule.period=0.5",),
     ("schedule", "cyclic"): ("schedule.half_period=0.25",),
+    # A constant schedule has no cycles: snapshots at listed epochs instead.
+    ("callbacks", "snapshots"): (
+        "callbacks.snapshots.at=epochs",
+        "callbacks.snapshots.epochs=[1,2]",
+    ),
 }
 TIMING_COLUMNS = ("epoch_seconds", "train_seconds", "wall_seconds")
 

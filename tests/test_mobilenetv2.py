@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from trainrepro.analysis.params import main as params_main
-from trainrepro.bench.flops import forward_flops
 from trainrepro.models import create_model
+from trainrepro.models.cost import forward_flops
 from trainrepro.models.mobilenetv2 import Residual
 from trainrepro.norms.factory import batch_norm
 

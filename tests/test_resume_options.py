@@ -20,7 +20,7 @@ CASES = [(g, o) for g in GROUPS for o in options(g)]
 
 def option_overrides(group: str, option: str) -> tuple[str, ...]:
     if group == "callbacks":
-        return (f"+callbacks={option}",)
+        return (f"+callbacks={option}", *SMALL.get((group, option), ()))
     return (f"{group}={option}", *SMALL.get((group, option), ()))
 
 

@@ -9,7 +9,7 @@ its normalization and model are built on the meta device for the dataset's image
 class count, and one row is printed: the trainable parameters, and the multiply-adds (MAdds)
 of one forward pass of one image, the cost measure of the MobileNet papers (Howard et al. 2017;
 Sandler et al. 2018, Table 4: 300M for MobileNetV2 at 224x224), one per multiply-accumulate.
-MAdds = FLOPs / 2, with the FLOPs of FlopCounterMode (trainrepro.bench.flops.forward_flops):
+MAdds = FLOPs / 2, with the FLOPs of FlopCounterMode (trainrepro.models.cost.forward_flops):
 convolutions, depthwise ones at k*k*C*H*W (k*k*Cin/groups*Cout*Hout*Wout in general), and
 linear layers; biases, norm layers, activations, pooling and residual additions are not
 counted. The shapes of the built-in datasets are known from their configs, so no data is read
@@ -32,11 +32,11 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from trainrepro.bench.flops import forward_flops
 from trainrepro.config import check_overrides, instantiate, resolve_target
 from trainrepro.data import builders
 from trainrepro.data.synthetic import SHAPES
 from trainrepro.errors import ConfigError, check_int
+from trainrepro.models.cost import forward_flops
 from trainrepro.norms.factory import apply_norm_options
 
 # (classes, channels, image size) of the built-in datasets whose shape is fixed.

@@ -48,19 +48,6 @@ def count_update_flops(
     return train_step_flops(model, x, y)
 
 
-def forward_flops(model: torch.nn.Module, image_shape: tuple[int, int, int]) -> int:
-    """FLOPs of one forward pass of ``model`` (in eval mode) on one image of ``image_shape``
-    (C, H, W), counted by FlopCounterMode on the meta device, on a copy: matrix products and
-    convolutions only, 2 per multiply-accumulate (a conv's weight holds in/groups inputs per
-    filter, so a depthwise conv counts k*k per output value); biases, norm layers, activations,
-    pooling and additions are not counted. Multiply-adds (MAdds) are half of it."""
-    model = copy.deepcopy(model).to("meta").eval()
-    x = torch.empty(1, *image_shape, device="meta")
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops()
-
-
 def mfu(achieved_tflop_per_s: float, peak_tflop_per_s: float | None) -> float | None:
     """Model FLOPs utilisation: the fraction of the peak achieved; None without a peak."""
     if not peak_tflop_per_s:

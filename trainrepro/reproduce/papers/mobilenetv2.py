@@ -9,12 +9,11 @@ Claims: per seed, final test accuracy differences, paired by seed (mobilenetv2_c
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from trainrepro.reproduce.figures import loss_and_accuracy
 from trainrepro.reproduce.paper import Figure, Paper, PaperNumber, Profile, Results, Run, fmt
-from trainrepro.reproduce.papers.mobilenetv2_claims import CLAIMS, LABELS
+from trainrepro.reproduce.papers.mobilenetv2_claims import CLAIMS, LABELS, cost
 
 NUMBERS = (  # kuangliu's README table [V]; its MobileNetV2 has 1x1-conv shortcuts (papers.md 8)
     PaperNumber("mobilenetv2.acc", 94.43, "94.43 [V]", "kuangliu/pytorch-cifar README"),
@@ -69,17 +68,6 @@ SETTING = (
     "0.25 on a stratified 5,000 images for 15 epochs (each evaluation on a fixed 2,000 of the "
     "test images), bf16 on 2 CPU cores: ResNet-18 (555M MAdds an image) does not fit it."
 )
-
-
-@functools.cache
-def cost(preset: str, config: tuple[str, ...]) -> dict[str, int]:
-    """Parameters and MAdds of one image of a preset's model under a profile's overrides,
-    by `trainrepro params`' count (meta device: nothing trained or read)."""
-    from trainrepro.analysis.params import count
-    from trainrepro.config import Composer
-
-    got = count(Composer()([f"+experiment=mobilenetv2/{preset}", *config]))
-    return {"params": int(got["params"]), "madds": int(got["madds"])}
 
 
 def table(res: Results) -> str:

@@ -7,10 +7,23 @@ points ("within a point or two", kuangliu's table: 94.43 against 93.02).
 
 from __future__ import annotations
 
+import functools
 import re
 from statistics import mean
 
 from trainrepro.reproduce.paper import NOT_RUN, Claim, Effect, Measurement, Results, Verdict
+
+
+@functools.cache
+def cost(preset: str, config: tuple[str, ...]) -> dict[str, int]:
+    """Parameters and MAdds of one image of a preset's model under a profile's overrides,
+    by `trainrepro params`' count (meta device: nothing trained or read)."""
+    from trainrepro.analysis.params import count
+    from trainrepro.config import Composer
+
+    got = count(Composer()([f"+experiment=mobilenetv2/{preset}", *config]))
+    return {"params": int(got["params"]), "madds": int(got["madds"])}
+
 
 LABELS = {
     "mobilenetv2": "MobileNetV2 (linear bottleneck)",
@@ -52,8 +65,6 @@ def difference(ours: str, theirs: str, paper: str, madds: bool = False):
             f"{LABELS[theirs]} {mean(b[s] for s in seeds):.2f} (%); {paper}"
         )  # fmt: skip
         if madds:  # the "fraction of its MAdds", from the models as run
-            from trainrepro.reproduce.papers.mobilenetv2 import cost
-
             config = res.paper.profiles[res.profile].config
             x, y = cost(ours, config)["madds"], cost(theirs, config)["madds"]
             detail += f"; MAdds an image: {x / 1e6:.1f}M against {y / 1e6:.1f}M ({x / y:.0%})"
