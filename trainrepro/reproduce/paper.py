@@ -118,7 +118,7 @@ class Claim:
     source: str  # where the paper makes it
     effect: Effect
     measure: Callable[[Results], Measurement | Verdict]
-    profiles: tuple[str, ...] = ("quick", "full")  # the scales whose runs can show it
+    profiles: tuple[str, ...] = ("quick", "medium", "full")  # the scales whose runs show it
     scale_note: str = ""  # why another scale cannot
 
     @property
@@ -210,6 +210,13 @@ class Results:
     def final(self) -> pd.DataFrame:
         """One row per run: its last epoch."""
         return self.df.sort_values("epoch", kind="stable").groupby("run_dir", sort=False).tail(1)
+
+
+def unfinished_lines(final: pd.DataFrame) -> list[str]:
+    """The table's last line naming runs neither completed nor diverged (none: no line), from
+    the final rows (``Results.final()``)."""
+    unfinished = sorted(final.loc[~final["status"].isin(["completed", "diverged"]), "run_dir"])
+    return ["", "Unfinished runs: " + ", ".join(unfinished)] if unfinished else []
 
 
 def fmt(x: float | None, digits: int = 2) -> str:

@@ -19,7 +19,6 @@ from trainrepro.reproduce.papers.bn4things_alpha import alpha_summary
 
 UNIT = "points"
 # The scales whose runs can show a claim: every profile runs all ten settings at 5 seeds.
-SCALES = ("quick", "medium", "full")
 # "No difference" between decaying gamma towards 0 and towards 1: under the effects the paper
 # reports as real (ghost BN +0.84, example weighting up to +0.6, BGN over GN +0.69), above its
 # smallest (WD on gamma/beta +0.3).
@@ -151,26 +150,25 @@ CLAIMS = (
     Claim("ew_test", "Inference example weighting, alpha picked on held-out data, improves test "
           "accuracy", f"Sec. 3.1 ({_NOT_AT_HAND}); up to +0.6 top-1 on ImageNet ResNet-152 "
           f"{SURVEY}", Effect("test accuracy at the picked alpha minus at alpha 0, per baseline "
-                              "seed", 0.0, ">", UNIT), measure_ew, profiles=SCALES),
+                              "seed", 0.0, ">", UNIT), measure_ew),
     Claim("ghost_bn", "Ghost BN regularizes at medium batch sizes: it raises test accuracy",
           f"Sec. 3.2 ({_NOT_AT_HAND}); +0.84 on CIFAR-100 {SURVEY}",
           Effect("test accuracy of ghost BN (size picked on validation) minus the baseline, "
-                 "per seed", 0.0, ">", UNIT), measure_ghost, profiles=SCALES),
+                 "per seed", 0.0, ">", UNIT), measure_ghost),
     Claim("wd_gamma_beta", "Weight decay on gamma and beta improves accuracy (small gain)",
           f"Sec. 3.3 ({_NOT_AT_HAND}); +0.3 over ten runs on CIFAR-100 {SURVEY}",
           Effect("test accuracy with WD on gamma/beta (towards 0) minus the baseline, per seed",
-                 0.0, ">", UNIT), measure_wd, profiles=SCALES),
+                 0.0, ">", UNIT), measure_wd),
     Claim("wd_gamma_target", "Decaying gamma towards 1 instead of 0 makes no difference",
           f"Sec. 3.3 ({_NOT_AT_HAND}); no difference {SURVEY}",
           Effect("test accuracy with gamma decayed towards 1 minus towards 0, per seed",
-                 NO_DIFF, "within", UNIT), measure_wd_target, profiles=SCALES),
+                 NO_DIFF, "within", UNIT), measure_wd_target),
     Claim("combined", "The techniques combine: together they beat the baseline",
           f"Sec. 4 ({_NOT_AT_HAND})",
           Effect("test accuracy of ghost BN 16 + WD on gamma/beta + example weighting minus "
-                 "the baseline, per seed", 0.0, ">", UNIT), measure_combined, profiles=SCALES),
+                 "the baseline, per seed", 0.0, ">", UNIT), measure_combined),
     Claim("bgn_small_batch", "At batch 2, Batch-Group Norm beats tuned Group Norm",
           f"Sec. 3.4 ({_NOT_AT_HAND}); 73.91 -> 74.60 on CIFAR-100 with example weighting "
           f"{SURVEY}", Effect("test accuracy of BGN minus GN at B = 2 (groups of each picked on "
-                              "validation), per seed", 0.0, ">", UNIT), measure_bgn,
-          profiles=SCALES),
+                              "validation), per seed", 0.0, ">", UNIT), measure_bgn),
 )  # fmt: skip

@@ -15,7 +15,16 @@ from pathlib import Path
 from matplotlib.figure import Figure as MplFigure
 
 from trainrepro.reproduce.data import save
-from trainrepro.reproduce.paper import Figure, Paper, PaperNumber, Profile, Results, Run, fmt
+from trainrepro.reproduce.paper import (
+    Figure,
+    Paper,
+    PaperNumber,
+    Profile,
+    Results,
+    Run,
+    fmt,
+    unfinished_lines,
+)
 from trainrepro.reproduce.papers.clr_claims import CLAIMS, CYCLIC, LABELS, reach_ratios
 
 # [S]: transcribed from secondary notes (papers.md section 9), not checked against the PDF:
@@ -122,9 +131,7 @@ def table(res: Results) -> str:
         "accuracy counts one epoch past its last update. Paper numbers [S]: from secondary",
         "notes (papers.md section 9), for Caffe's CIFAR-10 full net, not LeNet-5: not targets.",
     ]
-    unfinished = sorted(final.loc[~final["status"].isin(["completed", "diverged"]), "run_dir"])
-    if unfinished:
-        lines += ["", "Unfinished runs: " + ", ".join(unfinished)]
+    lines += unfinished_lines(final)
     return "\n".join(lines) + "\n"
 
 

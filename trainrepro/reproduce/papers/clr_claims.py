@@ -109,7 +109,6 @@ def _claim(preset: str, key: str, statement: str) -> Claim:
             "",
         ),
         fewer_iterations(preset),
-        profiles=("quick", "medium", "full"),
     )
 
 

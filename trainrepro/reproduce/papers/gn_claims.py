@@ -21,7 +21,6 @@ MATCH = 1.0  # points: Qiao et al.'s "match or outperform" BN at a large batch
 UNIT = "points"
 # The scales whose runs can show a claim: every profile runs each norm at a small and a large
 # batch.
-SCALES = ("quick", "medium", "full")
 
 
 def cells(res: Results) -> dict[tuple[str, int], dict[int, float]]:
@@ -186,7 +185,6 @@ CLAIMS = (
             UNIT,
         ),  # fmt: skip
         _ends_change("bn", f"{_T2}: BN 34.7 at 2 against 23.6 at 32, +11.1"),
-        profiles=SCALES,
     ),
     Claim(
         "gn_beats_bn_small",
@@ -194,7 +192,6 @@ CLAIMS = (
         "Wu & He, abstract (verified)",
         Effect("GN's minus BN's test error at the smallest batch, per seed", 0.0, "<", UNIT),
         _at(0, "gn", "bn", "paper (ImageNet, 2 images/GPU): -10.6 (abstract, verified)"),
-        profiles=SCALES,
     ),
     Claim(
         "gn_stable",
@@ -207,7 +204,6 @@ CLAIMS = (
             UNIT,
         ),  # fmt: skip
         _ends_change("gn", f"{_T2}: GN 24.1 at 2 and at 32, 24.0-24.2 in between"),
-        profiles=SCALES,
     ),
     Claim(
         "ln_in_stable",
@@ -221,7 +217,6 @@ CLAIMS = (
             UNIT,
         ),  # fmt: skip
         measure_ln_in_change,
-        profiles=SCALES,
     ),
     Claim(
         "gn_close_to_bn_large",
@@ -230,7 +225,6 @@ CLAIMS = (
         "reference: GN about 1.3 worse than BN (ppwwyyxx/GroupNorm-reproduce, verified)",
         Effect("GN's minus BN's test error at the largest batch, per seed", COMPARABLE, "<", UNIT),
         _at(-1, "gn", "bn", f"{_T2}: +0.5 at 32 and 16"),
-        profiles=SCALES,
     ),
     Claim(
         "gn_beats_ln_in",
@@ -243,7 +237,6 @@ CLAIMS = (
             UNIT,
         ),  # fmt: skip
         measure_gn_vs_ln_in,
-        profiles=SCALES,
     ),
     Claim(
         "ws_helps_gn",
@@ -257,7 +250,6 @@ CLAIMS = (
             "paper (ImageNet ResNet-50, 1 image/GPU): GN + WS 23.72 "
             "(verified) against GN about 24.1 (recalled)",
         ),  # fmt: skip
-        profiles=SCALES,
     ),
     Claim(
         "ws_matches_large_bn",
@@ -270,6 +262,5 @@ CLAIMS = (
             UNIT,
         ),  # fmt: skip
         measure_ws_vs_large_bn,
-        profiles=SCALES,
     ),
 )

@@ -179,20 +179,19 @@ def measure_sharpness(res: Results) -> Measurement | Verdict:
     return Measurement(values, detail, means)
 
 
-EVERY = ("quick", "medium", "full")  # the profiles whose runs decide each claim below
 CLAIMS = (
     Claim("unscaled_drop", "Without lr scaling, accuracy falls as the batch grows",
           "Goyal et al. 2017, Table 1 (8k, lr 0.1 unscaled: 41.67% against 23.60% error, "
           "survey of the paper); Keskar et al. 2017",
           Effect("per seed, unscaled SGD's final test accuracy at the base batch minus at the "
                  "largest", DROP, ">", UNIT),
-          measure_unscaled_drop, profiles=EVERY),
+          measure_unscaled_drop),
     Claim("scaling_recovers", "Linear scaling with gradual warmup keeps accuracy up to 8x the "
           "base batch", "Goyal et al. 2017, Sec. 2, Table 1, Fig. 1 (no loss of accuracy to 8k, "
           "32x: 23.74% against 23.60% error, survey of the paper)",
           Effect("per seed, scaled SGD's final test accuracy at 8x the base batch minus unscaled "
                  f"SGD's at the base (at most {KEEPS:g} point below)", -KEEPS, ">", UNIT),
-          measure_scaling_recovers, profiles=EVERY),
+          measure_scaling_recovers),
     Claim("scaling_recovers_largest", "Linear scaling with gradual warmup loses little accuracy "
           "at 64x the base batch (the quick profile's B = 2048: 40 updates in all, a 4-update "
           "warmup; Goyal et al.'s 8k: ~156 updates an epoch for 90 epochs)",
@@ -201,26 +200,26 @@ CLAIMS = (
           Effect("per seed, scaled SGD's final test accuracy at the largest batch (64x the base) "
                  f"minus unscaled SGD's at the base (at most {KEEPS_64X:g} points below)",
                  -KEEPS_64X, ">", UNIT),
-          measure_scaling_largest, profiles=EVERY),
+          measure_scaling_largest),
     Claim("layerwise_stable", "LARS and LAMB train stably at the largest batch (quick: B = 2048, "
           "40 updates in all, a 4-update warmup)",
           "You et al. 2017 (LARS); You et al. 2020 (LAMB)",
           Effect("per seed, the lower of LARS's and LAMB's final test accuracy at the largest "
                  f"batch (a diverged run counts as chance; {TRAINS:g}% is twice chance)", TRAINS,
                  ">", "%"),
-          measure_layerwise, profiles=EVERY),
+          measure_layerwise),
     Claim("nesterov_matches", "With the same care (scaling, warmup, schedule), Nesterov "
           "momentum matches LARS and LAMB (quick: B = 256 and 2048, 390 and 40 updates in all)",
           "Nado et al. 2021, abstract",
           Effect("per seed, the smallest over batches of at least 8x the base of Nesterov's final "
                  f"test accuracy minus the better of LARS's and LAMB's (at most {MATCHES:g} "
                  "points below)", -MATCHES, ">", UNIT),
-          measure_nesterov, profiles=EVERY),
+          measure_nesterov),
     Claim("sharp_minima", "The large-batch solution lies in a sharper minimum",
           "Keskar et al. 2017, Fig. 3; Li et al. 2018, Fig. 1",
           Effect(f"per training seed, the rise of the training loss at ±{RADIUS:g} along "
                  f"{len(DIRECTION_SEEDS)} filter-normalized random directions, relative to the "
                  "loss at the solution (mean over directions), largest-batch SGD run minus "
                  "base-batch run", 0.0, ">", ""),
-          measure_sharpness, profiles=EVERY),
+          measure_sharpness),
 )  # fmt: skip

@@ -12,7 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainrepro.reproduce.figures import loss_and_accuracy
-from trainrepro.reproduce.paper import Figure, Paper, PaperNumber, Profile, Results, Run, fmt
+from trainrepro.reproduce.paper import (
+    Figure,
+    Paper,
+    PaperNumber,
+    Profile,
+    Results,
+    Run,
+    fmt,
+    unfinished_lines,
+)
 from trainrepro.reproduce.papers.mobilenetv2_claims import CLAIMS, LABELS, cost
 
 NUMBERS = (  # kuangliu's README table [V]; its MobileNetV2 has 1x1-conv shortcuts (papers.md 8)
@@ -99,9 +108,7 @@ def table(res: Results) -> str:
         "params` of the model as run (trainrepro/analysis/params.py). kuangliu's numbers: 350",
         "epochs (step schedule) for the MobileNetV2 row, a MobileNetV2 with 1x1-conv shortcuts.",
     ]
-    unfinished = sorted(final.loc[~final["status"].isin(["completed", "diverged"]), "run_dir"])
-    if unfinished:
-        lines += ["", "Unfinished runs: " + ", ".join(unfinished)]
+    lines += unfinished_lines(final)
     return "\n".join(lines) + "\n"
 
 

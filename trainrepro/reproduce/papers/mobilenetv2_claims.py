@@ -82,7 +82,6 @@ CLAIMS = (
             "linear − ReLU6 bottleneck final test accuracy, paired by seed", 0.0, ">", _POINTS
         ),  # fmt: skip
         difference("mobilenetv2", "relu6", "paper: Fig. 6a, ImageNet curves (no CIFAR number)"),
-        profiles=("quick", "medium", "full"),
     ),
     Claim(
         "bottleneck_shortcut",
@@ -95,7 +94,6 @@ CLAIMS = (
         difference(
             "mobilenetv2", "expansion", "paper: Fig. 6b, ImageNet curves (no CIFAR number)"
         ),  # fmt: skip
-        profiles=("quick", "medium", "full"),
     ),
     Claim(
         "matches_resnet18",

@@ -328,7 +328,6 @@ def measure_agc_stability(res: Results) -> Measurement | Verdict:
 
 
 UNIT = "points"
-EVERY = ("quick", "medium", "full")  # the profiles whose runs decide each claim below
 CLAIMS = (
     Claim(
         "signal_propagation",
@@ -338,7 +337,6 @@ CLAIMS = (
                "last over first residual block, without normalization (2 = 100x)",
                math.log10(GROWS), ">", "decades"),  # fmt: skip
         measure_spp_growth,
-        profiles=EVERY,
     ),
     Claim(
         "signal_propagation_bounded",
@@ -349,7 +347,6 @@ CLAIMS = (
                "(1 = ten times the unit-variance input)", math.log10(BOUNDED), "<",
                "decades"),  # fmt: skip
         measure_spp_bounded,
-        profiles=EVERY,
     ),
     Claim(
         "nf_matches_bn",
@@ -359,7 +356,6 @@ CLAIMS = (
                f"lr 0.1 (at most {MATCH_POINTS:g} points below: non-inferiority)", -MATCH_POINTS,
                ">", UNIT),  # fmt: skip
         measure_nf_matches_bn,
-        profiles=EVERY,
     ),
     Claim(
         "agc_small_batch",
@@ -370,7 +366,6 @@ CLAIMS = (
                f"the small batch, lr 0.1 (no difference: within ±{AGC_MARGIN:g} points)",
                AGC_MARGIN, "within", UNIT),  # fmt: skip
         measure_agc_small_batch,
-        profiles=EVERY,
     ),
     Claim(
         "agc_threshold",
@@ -381,7 +376,6 @@ CLAIMS = (
                f"±{SLOPE_MARGIN:g} is {4 * SLOPE_MARGIN:g} points over the sweep)",
                SLOPE_MARGIN, "within", "points per doubling"),  # fmt: skip
         measure_agc_threshold,
-        profiles=EVERY,
     ),
     Claim(
         "agc_stability",
@@ -391,7 +385,6 @@ CLAIMS = (
                "is stable (completed, final train loss < ln 10) minus the number without AGC",
                0.0, ">", "lrs"),  # fmt: skip
         measure_agc_stability,
-        profiles=EVERY,
     ),
 )
 

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainrepro.reproduce.paper import Paper, PaperNumber, Profile, Results, Run, fmt
+from trainrepro.reproduce.paper import (
+    Paper,
+    PaperNumber,
+    Profile,
+    Results,
+    Run,
+    fmt,
+    unfinished_lines,
+)
 from trainrepro.reproduce.papers.radam_claims import CLAIMS, DISTORTION_UPDATES
 from trainrepro.reproduce.papers.radam_figures import (
     FIGURES,
@@ -226,9 +234,7 @@ def table(res: Results) -> str:
         "(ResNet-20, all 50k images, 164 epochs); Table 1 does not say at which lr of the grid.",
         "Adam-2k and Adam-eps appear in the paper only for a Transformer (Sec. 3.1).",
     ]
-    unfinished = sorted(final.loc[~final["status"].isin(["completed", "diverged"]), "run_dir"])
-    if unfinished:
-        lines += ["", "Unfinished runs: " + ", ".join(unfinished)]
+    lines += unfinished_lines(final)
     return "\n".join(lines) + "\n"
 
 

@@ -187,7 +187,6 @@ def measure_distortion(res: Results) -> Measurement | Verdict:
 
 # The scales whose runs can show a claim: every profile runs the optimizers over the lr grid
 # and records the gradient histograms.
-SCALES = ("quick", "medium", "full")
 CLAIMS = (
     Claim(
         "lr_robustness",
@@ -198,7 +197,6 @@ CLAIMS = (
             "(max − min over 0.1, 0.03, 0.01, 0.003), paired by seed", 0.0, ">", _POINTS,
         ),
         robustness_against("adam"),
-        profiles=SCALES,
     ),
     Claim(
         "lr_robustness_sgd",
@@ -209,7 +207,6 @@ CLAIMS = (
             "(max − min over 0.1, 0.03, 0.01, 0.003), paired by seed", 0.0, ">", _POINTS,
         ),
         robustness_against("sgd"),
-        profiles=SCALES,
     ),
     Claim(
         "sgd_accuracy",
@@ -221,7 +218,6 @@ CLAIMS = (
             "seeds), paired by seed", NOT_BETTER, "<", _POINTS,
         ),
         measure_sgd_accuracy,
-        profiles=SCALES,
     ),
     Claim(
         "adam_2k",
@@ -230,7 +226,6 @@ CLAIMS = (
         "Sec. 3.1, Figs. 1, 3",
         Effect("Adam-2k − Adam final test accuracy at lr 0.1, paired by seed", 0.0, ">", _POINTS),
         measure_adam_2k,
-        profiles=SCALES,
     ),
     Claim(
         "gradient_distortion",
@@ -243,6 +238,5 @@ CLAIMS = (
             "decades",
         ),
         measure_distortion,
-        profiles=SCALES,
     ),
 )  # fmt: skip

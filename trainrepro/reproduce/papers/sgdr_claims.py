@@ -174,14 +174,12 @@ _ENSEMBLE = "An ensemble of the snapshots taken at SGDR's restarts beats its bes
 _ENSEMBLE_SOURCE = "the official README (3.14% / 16.21%); Huang et al. 2017"
 CLAIMS = (
     Claim("anytime_t0_1", _ANYTIME + ", T_0 = 1", "Table 1, Figure 3",
-          _anytime_effect("T_0 = 1", "CIFAR-10"), anytime("sgdr_t0_1", "cifar10"),
-          profiles=("quick", "medium", "full")),
+          _anytime_effect("T_0 = 1", "CIFAR-10"), anytime("sgdr_t0_1", "cifar10")),
     Claim("anytime_t0_10", _ANYTIME + ", T_0 = 10", "Table 1, Figure 3",
           _anytime_effect("T_0 = 10", "CIFAR-10"), anytime("sgdr_t0_10", "cifar10"),
           profiles=("full",), scale_note=_NO_T0_10),
     Claim("snapshot_ensemble", _ENSEMBLE, _ENSEMBLE_SOURCE,
-          _ensemble_effect("CIFAR-10"), snapshot_ensemble("cifar10"),
-          profiles=("quick", "medium", "full")),
+          _ensemble_effect("CIFAR-10"), snapshot_ensemble("cifar10")),
     Claim("anytime_t0_10_cifar100", _ANYTIME + ", T_0 = 10, CIFAR-100",
           "Table 1, Figure 3", _anytime_effect("T_0 = 10", "CIFAR-100"),
           anytime("sgdr_t0_10", "cifar100"), profiles=_C100, scale_note=_NO_C100),

@@ -317,6 +317,7 @@ CLAIMS = (
             "nats",
         ),
         measure_lenet,
+        profiles=("quick", "full"),
         scale_note="LeNet-5 / MNIST is not in the medium profile: only MNIST's 10,000 test "
         "images are here, which the quick profile trains on already (svrg_medium.yaml)",
     ),
@@ -332,7 +333,6 @@ CLAIMS = (
             "nats",
         ),
         measure_bn_gap,
-        profiles=("quick", "medium", "full"),
     ),
     Claim(
         "bn_gap_resnet101",
