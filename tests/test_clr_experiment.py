@@ -32,7 +32,8 @@ def test_preset_composes_and_keeps_the_papers_setting(preset, profile):
     assert cfg.model.name == "lenet5" and cfg.normalization.name == "none"
     assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.9
     assert cfg.optimizer.weight_decay == 0.004 and cfg.batch_size == 100
-    base, top = 0.0015, 0.006  # max/4 (the paper's rule; no range test yet)
+    # the LR range test's suggestions at each scale (the yaml comments give the commands)
+    base, top = (0.00742, 0.0175) if profile == "quick" else (0.00318, 0.0118)
     if SCHEDULE[preset] == "cyclic":
         assert (cfg.schedule.min_lr, cfg.optimizer.lr) == (base, top)
         assert cfg.schedule.mode == preset and cfg.schedule.half_period == 4.0
