@@ -49,7 +49,16 @@ class Recorder(Callback):
     def after_backward(self, run: Any, update: int) -> None:
         assert all(p.grad is not None for p in run.model.parameters())
         self.seen += 1
+        self.before = [p.detach().clone() for p in run.model.parameters()]
         EVENTS.append(("after_backward", update))
+
+    def after_step(self, run: Any, update: int, loss: torch.Tensor) -> None:
+        # after the optimizer step: the parameters have moved, the loss is a detached scalar
+        moved = any(
+            not torch.equal(a, p) for a, p in zip(self.before, run.model.parameters(), strict=True)
+        )
+        assert moved and loss.ndim == 0 and not loss.requires_grad
+        EVENTS.append(("after_step", update))
 
     def end_epoch(self, run: Any, epoch: int, row: dict[str, Any]) -> None:
         assert row["epoch"] == epoch and row["updates"] == self.seen
@@ -77,7 +86,7 @@ RECORDED = ("+callbacks.rec._target_=test_grad_hist.recorder", "max_micro_batch=
 
 
 def _updates(first: int, last: int) -> list[tuple[str, int]]:
-    return [("after_backward", u) for u in range(first, last + 1)]
+    return [(hook, u) for u in range(first, last + 1) for hook in ("after_backward", "after_step")]
 
 
 def test_hooks_run_in_order_with_update_numbers(tmp_path):

@@ -17,6 +17,10 @@ The hooks, in the order a run calls them:
 - ``after_backward(run, update)``: at every update, once the gradients of the whole logical
   batch (every micro-batch) are in ``p.grad``, unscaled, and before the optimizer step.
   ``update`` counts from 1 over the whole run, as the ``updates`` column of metrics.csv does.
+- ``after_step(run, update, loss)``: at every update, right after the optimizer step (so the
+  parameters are the new ones; model averages such as EMA/SWA read them here). ``loss`` is the
+  batch's mean loss as a detached device tensor: reading it (``.item()``) waits for the
+  device, so a callback reads it only every so many updates (loggers do).
 - ``end_epoch(run, epoch, row)``: after each epoch, ``epoch`` counting from 1 (the row's
   ``epoch``), before the metrics are written and the checkpoint saved; keys a callback adds to
   ``row`` become metrics.csv columns.
@@ -57,6 +61,9 @@ class Callback:
 
     def after_backward(self, run: Run, update: int) -> None:
         """Called with the batch's full, unscaled gradients, before the optimizer step."""
+
+    def after_step(self, run: Run, update: int, loss: Tensor) -> None:
+        """Called after the optimizer step of update ``update`` with its detached mean loss."""
 
     def end_epoch(self, run: Run, epoch: int, row: dict[str, Any]) -> None:
         """Called after epoch ``epoch`` (from 1) with its metrics row, before the checkpoint."""

@@ -367,7 +367,7 @@ def _update(
 
     A batch larger than ``max_micro_batch`` is split and the pieces' gradients accumulated
     before the single optimizer step. ``update`` (from 1 over the run) is what the callbacks'
-    ``after_backward`` is told.
+    ``after_backward`` and ``after_step`` are told.
     """
     optimizer = run.optimizer
     optimizer.zero_grad(set_to_none=True)
@@ -383,6 +383,8 @@ def _update(
         run.scaler.update()
     else:
         optimizer.step()
+    for callback in run.callbacks:
+        callback.after_step(run, update, loss)
     return logits, loss, grad_evals
 
 
