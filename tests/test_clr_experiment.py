@@ -90,6 +90,7 @@ def _csv(path, triangular: dict[int, list[float]]) -> None:
 
 
 def _report(tmp_path, triangular: dict[int, list[float]]) -> tuple[dict, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     csv = tmp_path / "runs.csv"
     _csv(csv, triangular)
     out = tmp_path / "out"
@@ -112,12 +113,25 @@ def test_claim_passes_when_triangular_gets_there_first(tmp_path):
     assert (tmp_path / "out" / "accuracy.png").stat().st_size > 0
 
 
+def test_far_fewer_needs_at_most_half_the_updates(tmp_path):
+    # 0.5, 0.5, 0.75: fewer (pass), but "far fewer" (below 0.5) is not shown: inconclusive.
+    tri = {0: [55.0, 60.0, 62.0, 63.0], 1: [50.0, 61.0, 62.0, 64.0], 2: [50.0, 58.0, 60.0, 61.0]}
+    claims, _ = _report(tmp_path / "a", tri)
+    assert claims["far_fewer_iterations"]["status"] == "inconclusive"
+    # At the first epoch end every seed: 100 / 400 = 0.25, below 0.5 at every seed.
+    tri = {s: [60.0 + s, 62.0, 63.0, 64.0] for s in range(3)}
+    claims, _ = _report(tmp_path / "b", tri)
+    far = claims["far_fewer_iterations"]
+    assert far["status"] == "pass" and far["mean"] == pytest.approx(0.25)
+
+
 def test_claim_fails_when_triangular_never_gets_there(tmp_path):
     # Never reached: counted one epoch past the end, 500 / 400 = 1.25 each.
     tri = {s: [40.0, 45.0, 50.0, 59.0 - s] for s in range(3)}  # 0/3 reached
     claims, table = _report(tmp_path, tri)
     c = claims["fewer_iterations"]
     assert c["status"] == "fail" and c["mean"] == pytest.approx(1.25)
+    assert claims["far_fewer_iterations"]["status"] == "fail"
     assert "3 of 3 never reached" in (tmp_path / "out" / "REPORT.md").read_text()
     assert "| CLR triangular | 3 | 58.00 ± 1.00 | 400 | never (0/3 reached) | 1.25 |" in table
 

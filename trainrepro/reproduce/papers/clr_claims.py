@@ -1,8 +1,10 @@
 """What Smith (2017) states about CIFAR-10 and how our runs decide it: per seed, the first
 update at which a cyclical schedule's test accuracy reaches the fixed rate's final test
 accuracy, divided by the fixed rate's total updates (paired by seed). The paper's own ratio,
-25,000 / 70,000 = 0.36 [S], is a "paper says" number; the threshold is the claim's words,
-"fewer iterations": below 1.
+25,000 / 70,000 = 0.36 [S], is a "paper says" number. Two thresholds, from the claim's
+words: "fewer iterations" (the abstract): below 1; "far fewer" (the issue's reading of Table
+1): at most half, below 0.5, a margin above the paper's 0.36 so that a reproduction a little
+short of it still passes, and a ratio near 1 cannot.
 
 Accuracy is read at every epoch end, so the update found is the end of the first epoch at or
 above the level: epoch-granular. A run that never reaches it is counted one epoch past its last
@@ -96,7 +98,7 @@ def fewer_iterations(preset: str):
     return measure
 
 
-def _claim(preset: str, key: str, statement: str) -> Claim:
+def _claim(preset: str, key: str, statement: str, below: float = 1.0) -> Claim:
     return Claim(
         key,
         statement,
@@ -104,7 +106,7 @@ def _claim(preset: str, key: str, statement: str) -> Claim:
         Effect(
             f"first update at which {LABELS[preset]} reaches the fixed rate's final test "
             "accuracy ÷ the fixed rate's total updates, paired by seed (epoch ends)",
-            1.0,
+            below,
             "<",
             "",
         ),
@@ -116,8 +118,14 @@ CLAIMS = (
     _claim(
         "triangular",
         "fewer_iterations",
+        "CLR (triangular) reaches the fixed learning rate's final accuracy in fewer iterations",
+    ),
+    _claim(
+        "triangular",
+        "far_fewer_iterations",
         "CLR (triangular) reaches the fixed learning rate's final accuracy in far fewer "
-        "iterations (CIFAR-10: 81.4% at 25,000 iterations against 70,000 [S])",
+        "iterations: at most half (CIFAR-10: 81.4% at 25,000 iterations against 70,000, 0.36 [S])",
+        below=0.5,
     ),
     _claim(
         "triangular2",
