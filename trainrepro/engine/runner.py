@@ -8,10 +8,12 @@ A run is a run directory and its overrides, one per line on the command line's i
 A run whose ``summary.json`` says completed or diverged is kept; one with a checkpoint is
 resumed (``resume=true``); any other is started afresh. A SIGTERM or SIGINT to the runner
 stops the runs in flight at a checkpoint (they resume on the next call) and starts no more.
-Each run's output goes to ``<run dir>.log``. Runs start in the order given (put the longest
-first) on ``--jobs`` workers; ``--threads`` sets each run's torch/OpenMP threads (at most
-cores / jobs), so ``--jobs 2 --threads 1`` fills two cores with no oversubscription;
-``--gpus 0,1 --jobs-per-gpu 4`` runs four on each GPU (trainrepro/engine/placement.py).
+Each run's output goes to ``<run dir>.log``, between a line at each start (``== <time> code
+<stamp> <command>``) and one at each end (``== <time> exit <code> after <s> s``). Runs start
+in the order given (put the longest first) on ``--jobs`` workers; ``--threads`` sets each
+run's torch/OpenMP threads (at most cores / jobs), so ``--jobs 2 --threads 1`` fills two
+cores with no oversubscription; ``--gpus 0,1 --jobs-per-gpu 4`` runs four on each GPU
+(trainrepro/engine/placement.py).
 Exits 1 if any run failed, after the others have finished.
 """
 
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,13 +43,36 @@ DONE = FINISHED
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 INTERRUPTED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT)
 RunSpec = tuple[Path, list[str]]  # (run dir, overrides)
+# Told what happened to a run: "kept", "started", then "finished", "failed" or "interrupted".
+Watch = Callable[[Path, str], None]
 NO_GPU = GpuSlots(Placement())
+
+
+class _Footer:
+    """A line kept below the per-run lines of a terminal (``trainrepro reproduce``'s progress
+    bar): each line said clears it and draws it again under itself."""
+
+    lock = threading.RLock()  # re-entrant: a signal handler may say while this thread writes
+    text = ""
 
 
 def say(message: str) -> None:
     """One line in one write, so the lines of runs finishing together never interleave."""
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
+    with _Footer.lock:
+        line = message + "\n"
+        if _Footer.text:  # clear the bar, say the line, draw the bar again below it
+            line = f"\r\x1b[K{line}{_Footer.text}"
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+def show_footer(text: str) -> None:
+    """Draw ``text`` as the terminal's last line, in place of the one before ("": none)."""
+    with _Footer.lock:
+        if text or _Footer.text:
+            sys.stdout.write("\r\x1b[K" + text)
+            sys.stdout.flush()
+        _Footer.text = text
 
 
 def parse_runs(lines: list[str]) -> list[RunSpec]:
@@ -122,10 +147,13 @@ def run_one(
     allow_other_code: bool = False,
     code: str | None = None,
     gpus: GpuSlots | None = None,
+    watch: Watch | None = None,
 ) -> bool:
     state = status_of(run_dir)
     if state == "done":
         say(f"{run_dir}: done, kept")
+        if watch:
+            watch(run_dir, "kept")
         return True
     if _children.signum is not None:
         say(f"{run_dir}: not started (stopping)")
@@ -137,6 +165,8 @@ def run_one(
         # Half a run under one version of the code and half under another is neither.
         say(f"{run_dir}: NOT resumed: its checkpoint comes from code {started_with}, this is "
             f"{code}; pass --allow-other-code to resume it anyway, or delete it to start over")
+        if watch:
+            watch(run_dir, "failed")  # counted with the failures, as run_all counts it
         return False  # fmt: skip
     if state == "fresh":
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -144,12 +174,16 @@ def run_one(
     resume = state == "resume"
     with (gpus or NO_GPU).lend() as gpu:  # waits for a free GPU, if any
         env = placing.child_env(os.environ, threads, gpu)
-        return _start(run_dir, overrides, resume, log, code, env, gpu)
+        return _start(run_dir, overrides, resume, log, code, env, gpu, watch or _unwatched)
+
+
+def _unwatched(run_dir: Path, event: str) -> None:
+    pass
 
 
 def _start(
     run_dir: Path, overrides: list[str], resume: bool, log: Path, code: str,
-    env: dict[str, str], gpu: str | None,
+    env: dict[str, str], gpu: str | None, watch: Watch,
 ) -> bool:  # fmt: skip
     """Run one trainrepro process to its end; True when it finished."""
     device = ["device=cuda"] if gpu is not None else []  # never a silent fall back to the CPU
@@ -157,6 +191,7 @@ def _start(
     cmd += [f"resume={str(resume).lower()}", "progress=false", f"hydra.run.dir={run_dir}"]
     on_gpu = f" on GPU {gpu}" if gpu is not None else ""
     say(f"{run_dir}: started (resume={str(resume).lower()}){on_gpu}")
+    watch(run_dir, "started")
     start = time.monotonic()
     with log.open("a") as out:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -170,14 +205,21 @@ def _start(
         exit_code = proc.wait()
         with _children.lock:
             _children.procs.discard(proc)
-    elapsed = time.monotonic() - start
+        elapsed = time.monotonic() - start
+        # How the process ended, for `trainrepro reproduce --status` (a failed run writes no
+        # summary.json); code_of reads only the "code" lines.
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out.write(f"== {stamp} exit {exit_code} after {elapsed:.0f} s\n")
     if exit_code in INTERRUPTED_CODES:
         say(f"{run_dir}: interrupted after {elapsed:.0f} s; the same command resumes it")
+        watch(run_dir, "interrupted")
         return False
     if exit_code != 0:
         say(f"{run_dir}: FAILED (exit {exit_code}) after {elapsed:.0f} s, see {log}")
+        watch(run_dir, "failed")
         return False
     say(f"{run_dir}: finished in {elapsed:.0f} s")
+    watch(run_dir, "finished")
     return True
 
 
@@ -185,9 +227,11 @@ def run_all(
     runs: Sequence[RunSpec],
     where: Placement | None = None,
     allow_other_code: bool = False,
+    watch: Watch | None = None,
 ) -> int:
     """Every run on ``where.jobs`` workers (each run on a GPU of ``where.gpus`` when given),
-    in order; returns how many failed or were interrupted.
+    in order; returns how many failed or were interrupted. ``watch`` is told, after each
+    run's line, what happened to it (from the workers' threads).
     An interrupted run is resumed only under the code that started it (its log's stamp: the
     commit and the digest of uncommitted changes), unless ``allow_other_code``.
 
@@ -202,8 +246,8 @@ def run_all(
     try:
         with ThreadPoolExecutor(max_workers=where.jobs) as pool:
             code, slots = code_stamp(), GpuSlots(where)
-            ok = list(pool.map(lambda r: run_one(
-                r[0], r[1], where.threads, allow_other_code, code, slots), runs))  # fmt: skip
+            ok = list(pool.map(lambda r: run_one(r[0], r[1], where.threads, allow_other_code,
+                                                 code, slots, watch), runs))  # fmt: skip
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -4,6 +4,7 @@ restartably, then write its report (results/<paper>[-quick]/REPORT.md) and the r
     trainrepro reproduce smith18 --profile quick --dry-run     # what would run, and its state
     trainrepro reproduce radam --profile quick                  # run (or resume), then report
     trainrepro reproduce radam --profile quick --report-only    # report from what is there
+    trainrepro reproduce radam --profile quick --status         # each run's state, and an ETA
     trainrepro reproduce largebatch --profile quick precision=fp32   # + overrides for every run
 
 Overrides after the paper are added to every run (after the profile's and the run's own), for
@@ -30,6 +31,8 @@ from trainrepro.reproduce.data import RUNS_CSV, results
 from trainrepro.reproduce.estimate import estimate_line
 from trainrepro.reproduce.paper import Paper, Profile
 from trainrepro.reproduce.preflight import preflight_errors
+from trainrepro.reproduce.progress import Progress
+from trainrepro.reproduce.status import status_report
 
 PROFILES = ("quick", "medium", "full")
 
@@ -72,6 +75,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dry-run", action="store_true", help="list the runs and their state; run nothing"
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="each run's state and the ETA, read from the run directories (of a reproduce "
+        "running elsewhere too); writes and starts nothing",
     )
     placing.add_arguments(p, jobs_help="runs at a time (default: the profile's)")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the report")
@@ -121,9 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     specs = run_specs(paper, profile, run_root, args.overrides)
+    if args.status:
+        print(status_report(specs, run_root, where.jobs, f"{args.paper} --profile {args.profile}"))
+        return 0
+    epochs: dict[Path, int] = {}
     # Missing data or an unusable key is said once, before any run starts (a dry run says it
     # on stderr).
-    problems = [] if args.report_only or args.from_csv else preflight_errors(specs)
+    problems = [] if args.report_only or args.from_csv else preflight_errors(specs, epochs)
     for message in problems:
         print(
             f"{'warning' if args.dry_run else 'error'}: {args.paper} --profile {args.profile}: "
@@ -142,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         print(f"{len(specs)} runs, {where.describe()}" + (f"; {where.note}" if where.note else ""))
         print(estimate_line(specs, run_root, out / RUNS_CSV, where.jobs), flush=True)
-        if run_all(specs, where, args.allow_other_code):
+        with Progress(specs, where.jobs, epochs) as progress:
+            failed = run_all(specs, where, args.allow_other_code, watch=progress)
+        if failed:
             print("error: runs failed (see their .log); no report written", file=sys.stderr)
             return 1
         run_seconds = time.monotonic() - start

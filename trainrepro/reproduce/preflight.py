@@ -41,10 +41,11 @@ def dataset_error(dataset: DictConfig) -> str | None:
     return None
 
 
-def preflight_errors(specs: Sequence[RunSpec]) -> list[str]:
+def preflight_errors(specs: Sequence[RunSpec], epochs: dict[Path, int] | None = None) -> list[str]:
     """One message per distinct problem. Every run's config is composed and given the checks
     that need no data (trainrepro.engine.build.check_config: a bad key of any one run stops
-    them all before the first starts); each preset's dataset is looked for once.
+    them all before the first starts); each preset's dataset is looked for once. ``epochs``,
+    when given, gets each run's total epochs (for the progress line; composed here anyway).
 
     Runs that differ only in their seed compose to the same config but for ``seed``, which
     every check here only needs to be an integer: each distinct set of the other overrides is
@@ -76,6 +77,8 @@ def preflight_errors(specs: Sequence[RunSpec]) -> list[str]:
         if isinstance(got, str):
             runs_of.setdefault(got, []).append(str(run_dir))
             continue
+        if epochs is not None:
+            epochs[run_dir] = int(got.epochs)
         preset = overrides[0]  # +experiment=<paper>/<preset>
         if preset not in seen:
             seen.add(preset)
