@@ -32,7 +32,7 @@ def fail(error: ConfigError) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
-def _job(cfg: DictConfig) -> None:
+def _job(cfg: DictConfig) -> float | None:
     from trainrepro.engine.checkpoint import check_same_config, run_state
     from trainrepro.engine.distributed import is_main
     from trainrepro.engine.lifecycle import resume_command
@@ -54,7 +54,7 @@ def _job(cfg: DictConfig) -> None:
             except ConfigError as e:
                 fail(e)
             print(f"{run_dir}: finished earlier, skipped")
-            return
+            return _objective(run_dir)
         cfg.resume = state == "resume"
         if state == "fresh":  # a job killed before its first checkpoint starts over
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -75,6 +75,21 @@ def _job(cfg: DictConfig) -> None:
         sys.exit(e.exit_code)
     if summary["signal"]:  # stopped by SIGTERM/SIGINT: exit as a shell reports that signal
         sys.exit(128 + signal.Signals[summary["signal"]].value)
+    return _objective(run_dir)
+
+
+def _objective(run_dir: Path) -> float | None:
+    """The run's result for a sweeper that reads it (Optuna, ``hparams_search``), said in one
+    line; None otherwise, as before (trainrepro/engine/objective.py)."""
+    from trainrepro.engine.launch import BASIC_SWEEPER
+    from trainrepro.engine.objective import objective
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER:
+        return None
+    value, text = objective(run_dir)
+    print(f"returned to the sweeper: {text}", flush=True)
+    return value
 
 
 def _shared_run_dir(run_dir: Path) -> Path:
@@ -131,6 +146,9 @@ def main() -> None:
     except ConfigError as e:
         fail(e)
     sys.argv = [sys.argv[0], *flags_first(args)]  # `a=1 --config-dir D b=2` too
+    from trainrepro.engine.optuna_sweep import patch_optuna_sweeper
+
+    patch_optuna_sweeper()  # hparams_search: restartable studies (nothing without the plugin)
     _job()
 
 

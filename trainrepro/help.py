@@ -68,7 +68,10 @@ would check it; the dataset is read only for its sizes.
 example: trainrepro plan model=lenet5 dataset=synthetic schedule=cosine epochs=10"""
 WIDTH = 100
 # Presets list `profile` in their defaults, so after +experiment it is picked without the +.
-GROUP_SYNTAX = {"profile": "profile=NAME (after +experiment; alone: +profile=NAME)"}
+GROUP_SYNTAX = {
+    "profile": "profile=NAME (after +experiment; alone: +profile=NAME)",
+    "hparams_search": "-m hparams_search=NAME (Optuna)",  # `optional ...: null` in the defaults
+}
 
 
 def route(args: list[str]) -> tuple[str | None, list[str]]:
