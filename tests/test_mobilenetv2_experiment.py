@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import CONF_DIR, make_cfg
+from support import CONF_DIR, REPO, make_cfg
 
 from trainrepro.reproduce.cli import main as reproduce
 from trainrepro.reproduce.paper import Results
@@ -134,3 +134,22 @@ def test_report_table_has_params_and_madds(tmp_path):
     assert claims["bottleneck_shortcut"]["status"] == "not run"
     assert "88.0M against 555.4M (16%)" in (out / "REPORT.md").read_text()
     assert (out / "curves.png").stat().st_size > 0
+
+
+def test_the_committed_quick_report_keeps_its_verdicts():
+    """Pinned from results/mobilenetv2-quick (all 9 runs, width 0.25, 2026-12-05): the linear
+    bottleneck beats ReLU6 by 8 points at every seed (pass); the expansion shortcut is ahead at
+    two of three seeds, so the inverted residual's claim stays inconclusive, leaning against it;
+    the ResNet-18 comparison is not run at this scale."""
+    saved = json.loads((REPO / "results" / "mobilenetv2-quick" / "verdicts.json").read_text())
+    claims = {
+        c["key"]: (c["status"], c["n"])
+        if c["mean"] is None
+        else (c["status"], round(c["mean"], 2), round(c["low"], 2), round(c["high"], 2), c["n"])
+        for c in saved["claims"]
+    }
+    assert claims == {
+        "linear_bottleneck": ("pass", 8.22, 3.52, 12.92, 3),
+        "bottleneck_shortcut": ("inconclusive", -1.57, -6.18, 3.04, 3),
+        "matches_resnet18": ("not run", 0),
+    }
