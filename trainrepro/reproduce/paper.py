@@ -180,6 +180,8 @@ class Paper:
     layout: str  # run path under runs/<name>: "{preset}/seed{seed}"
     prepare: Callable[[Results], None] | None = None  # derived columns and extras
     setting: str = ""  # the paper's own setting, and how our profiles differ from it
+    # Papers whose claims are about speed: the report's time-to-target lines (reproduce/speed.py)
+    time_to_target: Callable[[Results], list[str]] | None = None
 
     def number(self, key: str) -> PaperNumber:
         return next(n for n in self.numbers if n.key == key)

@@ -183,6 +183,13 @@ def _what_was_run(res: Results) -> list[str]:
     return lines
 
 
+def _time_to_target(res: Results) -> list[str]:
+    """The section of a paper that compares speed (``Paper.time_to_target``); none: nothing."""
+    if res.paper.time_to_target is None:
+        return []
+    return ["## Time to target", "", *res.paper.time_to_target(res), ""]
+
+
 def verdicts(res: Results) -> list[tuple[object, Verdict]]:
     """(claim, verdict) per declared claim; a check that raises is reported, not hidden."""
     out = []
@@ -240,6 +247,7 @@ def write(res: Results, command: str, run_seconds: float | None = None) -> Path:
         # The table's own title is this report's; its rows and notes follow unchanged.
         *table.split("\n", 2)[2].rstrip("\n").split("\n"),
         "",
+        *_time_to_target(res),
         "## Figures",
         "",
         *figures,

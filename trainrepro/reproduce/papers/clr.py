@@ -26,6 +26,7 @@ from trainrepro.reproduce.paper import (
     unfinished_lines,
 )
 from trainrepro.reproduce.papers.clr_claims import CLAIMS, CYCLIC, LABELS, reach_ratios
+from trainrepro.reproduce.speed import Row, ended, lines, mean_final
 
 # [S]: transcribed from secondary notes (papers.md section 9), not checked against the PDF:
 # the "paper" column only, never a threshold.
@@ -135,6 +136,23 @@ def table(res: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
+def time_to_target(res: Results) -> list[str]:
+    """Every schedule against one level, the fixed rate's mean final accuracy, in updates."""
+    done = ended(res)
+    fixed = done.loc[(done["preset"] == "fixed") & (done["status"] == "completed"), "run_dir"]
+    if fixed.empty:
+        return ["No completed fixed-rate run: no target to time the schedules against."]
+    target = mean_final(res, fixed)
+    rows = [Row(LABELS[p], list(done.loc[done["preset"] == p, "run_dir"]), target)
+            for p in PRESETS]  # fmt: skip
+    why = (
+        f"the fixed rate's final test accuracy, mean over its {len(fixed)} completed runs "
+        f"({target:.2f}%), the level of the paper's Table 1 (one level for every seed here; "
+        "the claims pair each seed with its own fixed-rate run)."
+    )
+    return lines(res, rows, axis="updates", why=why)
+
+
 def plot_accuracy(res: Results, prefix: Path) -> object:
     """Test accuracy and lr against updates, one line per schedule (mean over seeds)."""
     df = res.df
@@ -178,4 +196,5 @@ PAPER = Paper(
     table=table,
     layout="{preset}/seed{seed}",
     setting=SETTING,
+    time_to_target=time_to_target,
 )
