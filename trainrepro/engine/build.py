@@ -196,6 +196,19 @@ def make_callbacks(cfg: DictConfig, model: torch.nn.Module) -> list[Callback]:
     return callbacks
 
 
+def make_logger(cfg: DictConfig) -> list[Callback]:
+    """The run's logger (``cfg.logger``, conf/logger/) as a callback, or none for ``csv``:
+    metrics.csv is written whatever the logger. It goes after ``cfg.callbacks``'s, so it logs
+    the columns they add; a missing package (wandb, mlflow) is refused here, before training."""
+    node = cfg.get("logger")
+    logger = None if node is None else instantiate("logger", node)
+    if logger is None:
+        return []
+    if not isinstance(logger, Callback):
+        raise ConfigError("logger._target_", node.get("_target_"), "does not build a Callback")
+    return [logger]
+
+
 def check_init(cfg: DictConfig) -> Any:
     """The run's initializer (``+init=<option>``, built from its node), or None without one.
 
@@ -237,6 +250,7 @@ def check_config(cfg: DictConfig) -> tuple[torch.device, Any]:
     stand_in = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.BatchNorm1d(1))
     make_optimizer_and_schedule(cfg, stand_in)
     check_init(cfg)  # +init=metainit: its keys, before the data is read
+    make_logger(cfg)  # its keys, and that its package is installed
     return device, norm_layer
 
 
@@ -273,7 +287,7 @@ def build_run(cfg: DictConfig) -> Run:
     if decay_note:
         data.notes.append(decay_note)
     check_batch_sizes(schedule, cfg.epochs, len(data.train.labels), norm_layer, cfg.max_micro_batch)
-    callbacks = make_callbacks(cfg, model)
+    callbacks = make_callbacks(cfg, model) + make_logger(cfg)
 
     def loader(split: Any, augment: Any) -> Any:
         return make_loader(

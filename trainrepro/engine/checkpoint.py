@@ -37,6 +37,9 @@ RESUME_FREE_KEYS = ("resume", "progress", "eval_batch_size", "checkpoint_every")
 # written before them implies: such a run still resumes, as long as the key keeps that value.
 ADDED_KEYS: dict[str, Any] = {
     "callbacks": {},
+    # logger=csv, which adds no callback, so older checkpoints' callback states still pair up
+    "logger._target_": "trainrepro.instruments.loggers.csv",
+    "logger.name": "csv",
     "checkpoint_every": None,
     "channels_last": False,
     "compile": False,
