@@ -38,8 +38,8 @@ PROFILES = {
                     "estimated ~8 GPU-hours (conf/experiment/adamw/_base.yaml)"),
     "quick": Profile(
         "quick", RUNS, config=("profile=adamw_quick",), jobs=2, threads=1,
-        note="2 CPU cores, bf16, ~41 min (an estimate from radam_quick's measured ResNet-8 "
-        "epochs, never run; conf/profile/adamw_quick.yaml): ResNet-8 on 10,000 CIFAR-10 "
+        note="2 CPU cores, bf16, 37 min wall (measured: conf/profile/adamw_quick.yaml): "
+        "ResNet-8 on 10,000 CIFAR-10 "
         "images, 5 epochs, batch 32; the 4 optimizers over their 3 x 3 grids at 3 seeds",
     ),
     "medium": Profile(
