@@ -55,6 +55,11 @@ def refused(tmp_path, *args: str) -> str:
             "+experimnt=gn/bn",
             f"error: +experimnt=gn/bn: unknown key; did you mean +experiment=gn/bn? {ADDABLE}",
         ),
+        (  # an optional group of the defaults is chosen without +, and is not listed as added
+            "+hparam_search=lr_wd",
+            f"error: +hparam_search=lr_wd: unknown key; did you mean hparams_search=lr_wd? "
+            f"{ADDABLE}",
+        ),
     ],
 )
 def test_an_unknown_key_added_with_plus_is_refused(tmp_path, override, expected):

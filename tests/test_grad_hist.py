@@ -262,7 +262,7 @@ BAD_INPUTS = {
     "unknown option": (
         ["+callbacks=nope"],
         "callbacks=nope",
-        "valid: agc, clip_norm, grad_hist, snapshots",
+        "valid: agc, clip_norm, ema, grad_hist, snapshots, swa",
     ),
     "unknown option in a list": (["+callbacks=[grad_hist,nope]"], "callbacks=nope", "valid:"),
     "unknown key": ([GH, "+callbacks.grad_hist.bin=5"], "callbacks.grad_hist.bin", "valid:"),

@@ -208,11 +208,15 @@ def _check_additions(parsed: Sequence[Override], group_names: Iterable[str]) -> 
         name = re.split(r"[./]", o.key_or_group)[0]
         if not (o.is_add() or o.is_force_add()) or name in addable:
             continue
-        chosen = {next(iter(d)) for d in _top_config()["defaults"] if isinstance(d, dict)}
+        # "optional hparams_search": a group in the defaults is chosen there, not added
+        chosen = {
+            next(iter(d)).split()[-1] for d in _top_config()["defaults"] if isinstance(d, dict)
+        }
         extra = sorted((set(group_names) - chosen - {"hydra"}) | set(OPTIONAL_KEYS))
         key, _, value = o.input_line.partition("=")
         close = difflib.get_close_matches(name, sorted(addable - {"hydra"}), n=1)
-        plus = "+" if close and close[0] not in top else ""  # config.yaml's keys: set, not added
+        # config.yaml's keys and the groups its defaults choose are set, not added
+        plus = "+" if close and close[0] not in top | chosen else ""
         hint = f"; did you mean {plus}{close[0]}={value}?" if close else ""
         raise ConfigError(key, value, f"unknown key{hint} (+ adds only {', '.join(extra)})")
 
