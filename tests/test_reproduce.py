@@ -246,13 +246,30 @@ def test_a_bad_key_in_any_run_stops_them_all_before_the_first(tmp_path, capsys):
 
 
 def test_committed_files_carry_no_machine_paths(monkeypatch, tmp_path):
-    from trainrepro.reproduce.data import portable_path
+    from trainrepro.engine.records import portable_path, portable_paths
 
     monkeypatch.setenv("TRAINREPRO_DATA", str(tmp_path))
     assert portable_path(str(tmp_path / "cifar10")) == "$TRAINREPRO_DATA/cifar10"
     assert portable_path(str(tmp_path)) == "$TRAINREPRO_DATA"
     assert portable_path("/home/someone/datasets/cifar10") == "<local>/cifar10"
     assert portable_path("data") == "data"
+    # a command and a config as lr-find's report records them
+    recorded = ["lr-find", "--out", "/tmp/x/out", f"dataset.root={tmp_path}", "lr=0.1"]
+    assert portable_paths({"command": recorded, "n": 1}) == {
+        "command": ["lr-find", "--out", "<local>/out", "dataset.root=$TRAINREPRO_DATA", "lr=0.1"],
+        "n": 1,
+    }
+
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    for path in (REPO / "results").rglob("*.json"):
+        found = [s for s in strings(json.loads(path.read_text())) if "=/" in s or s[:1] == "/"]
+        assert not found, f"{path}: machine paths {found[:3]}"
     for csv in (REPO / "results").rglob("runs.csv"):
         roots = pd.read_csv(csv, usecols=lambda c: c.endswith(".root"))
         for column in roots:

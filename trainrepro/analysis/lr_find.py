@@ -326,11 +326,11 @@ def report_json(cfg: Any, test: dict, rows: list, stop: dict, found: dict, argv:
     import matplotlib
     from omegaconf import OmegaConf
 
-    from trainrepro.engine.records import git_revision, versions
+    from trainrepro.engine.records import git_revision, portable_paths, versions
 
     record = {
         "test": "LR range test (Smith, WACV 2017, Sec. 3.3)",
-        "command": ["trainrepro", "lr-find", *argv],
+        "command": portable_paths(["trainrepro", "lr-find", *argv]),
         "settings": test,
         "updates_done": len(rows),
         "stop": stop,
@@ -338,7 +338,7 @@ def report_json(cfg: Any, test: dict, rows: list, stop: dict, found: dict, argv:
         "rules": RULES,
         "versions": {**versions(), "matplotlib": matplotlib.__version__},
         "code": git_revision(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": portable_paths(OmegaConf.to_container(cfg, resolve=True)),
     }
     return json.dumps(_finite(record), indent=2) + "\n"
 

@@ -109,6 +109,42 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def portable_path(value: object) -> object:
+    """A data path as a committed file may hold it: under ``$TRAINREPRO_DATA`` written as
+    that variable, any other absolute path reduced to its last folder (the dataset's own name),
+    never this machine's layout."""
+    if not isinstance(value, str) or not value:
+        return value
+    data = os.environ.get("TRAINREPRO_DATA")
+    path = Path(value).expanduser()
+    if data and path.is_absolute():
+        try:
+            rest = path.resolve().relative_to(Path(data).expanduser().resolve())
+        except ValueError:
+            pass
+        else:
+            return "$TRAINREPRO_DATA" + ("" if str(rest) == "." else f"/{rest.as_posix()}")
+    if path.is_absolute():
+        return f"<local>/{path.name}"
+    return value
+
+
+def portable_paths(value: Any) -> Any:
+    """``value`` (nested dicts, lists, strings) with every absolute path, alone or as the value
+    of ``key=/path``, through :func:`portable_path`: for reports that record a command or a
+    config (lr-find's lr_find.json)."""
+    if isinstance(value, dict):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    if value.startswith("/"):
+        return portable_path(value)
+    key, equals, rest = value.partition("=")
+    return f"{key}={portable_path(rest)}" if equals and rest.startswith("/") else value
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the packages that decide a run's numbers."""
     import hydra

@@ -4,7 +4,6 @@ one per-epoch table every check, figure and table reads (:class:`Results`)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from trainrepro.analysis.curves import collect
+from trainrepro.engine.records import portable_path
 from trainrepro.errors import ConfigError
 from trainrepro.reproduce.paper import Paper, Results
 
@@ -91,26 +91,6 @@ def write_runs_csv(res: Results) -> Path:
         df[column] = df[column].map(portable_path)
     df.sort_values(["run_dir", "epoch"], kind="stable").to_csv(path, index=False)
     return path
-
-
-def portable_path(value: object) -> object:
-    """A data path as a committed file may hold it: under ``$TRAINREPRO_DATA`` written as
-    that variable, any other absolute path reduced to its last folder (the dataset's own name),
-    never this machine's layout."""
-    if not isinstance(value, str) or not value:
-        return value
-    data = os.environ.get("TRAINREPRO_DATA")
-    path = Path(value).expanduser()
-    if data and path.is_absolute():
-        try:
-            rest = path.resolve().relative_to(Path(data).expanduser().resolve())
-        except ValueError:
-            pass
-        else:
-            return "$TRAINREPRO_DATA" + ("" if str(rest) == "." else f"/{rest.as_posix()}")
-    if path.is_absolute():
-        return f"<local>/{path.name}"
-    return value
 
 
 def save(fig: Figure, prefix: Path, tight: bool = False) -> list[Path]:
