@@ -121,8 +121,8 @@ def check_same_config(
 ) -> None:
     """Raise ConfigError naming the first key (and listing the others) where the resolved
     ``config`` differs from the ``saved`` one of the run it would continue."""
-    saved = _flatten(saved)
-    config = _flatten(yaml.safe_load(config_text(config)))  # compared as stored: through YAML
+    saved = flatten(saved)
+    config = flatten(yaml.safe_load(config_text(config)))  # compared as stored: through YAML
     missing = object()
 
     def old(key: str) -> Any:
@@ -145,12 +145,12 @@ def check_same_config(
         )
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; an empty mapping stays a leaf."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

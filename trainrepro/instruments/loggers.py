@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainrepro.config import first_line
 from trainrepro.engine import distributed
+from trainrepro.engine.checkpoint import flatten
 from trainrepro.engine.run import Callback
 from trainrepro.errors import ConfigError, check_int
 
@@ -252,7 +253,7 @@ class MlflowLogger(Logger):
             self.run_id = self.client.create_run(experiment_id, run_name=name).info.run_id
             params = [
                 Param(k, str(v)[:MLFLOW_PARAM_CHARS])
-                for k, v in _flatten(yaml.safe_load(config_yaml)).items()
+                for k, v in flatten(yaml.safe_load(config_yaml)).items()
             ]
             for i in range(0, len(params), MLFLOW_BATCH):
                 self.client.log_batch(self.run_id, params=params[i : i + MLFLOW_BATCH])
@@ -278,17 +279,6 @@ class MlflowLogger(Logger):
     def close(self, status: str) -> None:
         self.client.set_tag(self.run_id, "status", status)
         self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(status, "FINISHED"))
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, mlflow's flat parameters."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def csv() -> None:
